@@ -1,0 +1,22 @@
+"""Object storage: the ObjectStore interface, its backends and its wrappers."""
+
+from woodpecker.objectstore.base import ListPage, ObjectInfo, ObjectStore
+from woodpecker.objectstore.file import FileObjectStore
+from woodpecker.objectstore.memory import MemoryObjectStore
+from woodpecker.objectstore.uri import open_object_store
+from woodpecker.objectstore.wrappers import FaultConfig, Faulty, Meter, Metered, OpStats, Retrying
+
+__all__ = [
+    "FaultConfig",
+    "Faulty",
+    "FileObjectStore",
+    "ListPage",
+    "Meter",
+    "MemoryObjectStore",
+    "Metered",
+    "ObjectInfo",
+    "ObjectStore",
+    "OpStats",
+    "Retrying",
+    "open_object_store",
+]
