@@ -80,3 +80,7 @@ class WriterClosed(CanopyError):
 
 class CorruptBlock(CanopyError):
     """A block failed its checksum or structural checks; its bytes are never returned."""
+
+
+class LogTruncated(CanopyError):
+    """The requested entries lie below the log's truncation point and may be gone."""

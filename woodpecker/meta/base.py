@@ -15,7 +15,13 @@ Contract (checked by ``tests/contract/test_metastore_contract.py`` against every
   keeps it alive in a supervised background task until ``revoke()``/``close()``.
 - ``watch(prefix, start_revision)`` yields every change under the prefix with revision >=
   ``start_revision`` (default: changes after the call), in revision order, none missed, none
-  repeated. Resuming from a revision that history no longer holds raises ``WatchCompacted``.
+  repeated. Resuming from a revision that history no longer holds raises ``WatchCompacted``
+  (on iteration), whose ``compact_revision`` is the oldest revision a watch may start from.
+  A remote backend (etcd) establishes the watch on ``__aenter__`` or the first ``__anext__``:
+  "after the call" means after that point, so enter the watch before making the changes it
+  must see, or pass ``start_revision``.
+- Limits are etcd's defaults on every backend: at most 128 ops per txn branch, 1.5 MiB per
+  request, and no key written twice (or written and deleted) in one branch (``InvalidArgument``).
 """
 
 from __future__ import annotations

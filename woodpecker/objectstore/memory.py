@@ -7,7 +7,6 @@ name, so two components opened with the same URI see the same objects.
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -37,13 +36,15 @@ class _Bucket:
     def __init__(self) -> None:
         self.objects: dict[str, _Object] = {}
         self.sorted_keys: list[str] = []
+        self.writes = 0
 
 
 _NAMED: dict[str, _Bucket] = {}
 
 
 class MemoryObjectStore:
-    """Objects in a dict; etags are MD5 hex digests of the content, like a single-part S3 PUT."""
+    """Objects in a dict. Every put gets a fresh etag (a per-bucket sequence number), so equal
+    etags always mean the same write, without hashing the content on the event loop."""
 
     def __init__(self, name: str | None = None, *, clock: Clock | None = None) -> None:
         self._name = name
@@ -70,7 +71,8 @@ class MemoryObjectStore:
             raise PreconditionFailed(f"object {key!r} already exists")
         if if_match is not None and (current is None or current.info.etag != if_match):
             raise PreconditionFailed(f"object {key!r} does not have etag {if_match!r}")
-        info = ObjectInfo(key, len(data), hashlib.md5(data).hexdigest(), self._clock.now())
+        self._bucket.writes += 1
+        info = ObjectInfo(key, len(data), f"{self._bucket.writes:016x}", self._clock.now())
         if current is None:
             bisect.insort(self._bucket.sorted_keys, key)
         self._bucket.objects[key] = _Object(data, info)

@@ -1,0 +1,7 @@
+"""``python -m cluster`` is the ``canopy`` command."""
+
+import sys
+
+from cluster.cli import main
+
+sys.exit(main())

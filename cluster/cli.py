@@ -1,0 +1,114 @@
+"""The ``canopy`` command line.
+
+Built in: ``canopy version``. Further command groups come from Python entry points in the group
+``canopy.commands``: each entry point is a function ``register(subparsers)`` that adds its
+subparser(s) and sets ``func`` (called with the parsed arguments, returning an exit code). This
+keeps ``cluster`` free of imports from packages above it (``integration`` registers
+``canopy dev``).
+
+A user error is reported as one line on stderr and exit status 2, never a traceback: raise
+:class:`CommandError` from a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+PROG = "canopy"
+ENTRY_POINT_GROUP = "canopy.commands"
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+Canopy: a disaggregated vector database speaking the Milvus protocol, with its write-ahead log
+in object storage."""
+
+EPILOG = """\
+Run `canopy COMMAND --help` for the options of a command."""
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line on stderr, exit status ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _version() -> str:
+    try:
+        return metadata.version("canopy")
+    except metadata.PackageNotFoundError:
+        return "0+unknown (not installed: python3 -m pip install -e .)"
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"{PROG} {_version()}")
+    return 0
+
+
+def _load_plugins(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    try:
+        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as exc:  # a broken installation must not take the CLI down
+        _warn(f"cannot list command plugins: {exc}")
+        return
+    seen: set[str] = set()
+    for ep in sorted(entry_points, key=lambda e: e.name):
+        if ep.name in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add(ep.name)
+        try:
+            register: Callable[..., object] = ep.load()
+            register(subparsers)
+        except Exception as exc:
+            _warn(
+                f"command plugin {ep.name!r} ({ep.value}) failed to load: "
+                f"{type(exc).__name__}: {exc}"
+            )
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    version = subparsers.add_parser(
+        "version", help="print the Canopy version", description="Print the Canopy version."
+    )
+    version.set_defaults(func=_cmd_version)
+    _load_plugins(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``canopy`` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code = func(args)
+    except CommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
