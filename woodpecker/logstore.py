@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import uuid
 from typing import Any
 
@@ -23,10 +24,10 @@ from woodpecker.meta.base import MetaStore
 from woodpecker.objectstore.base import ObjectStore
 from woodpecker.objectstore.wrappers import Metered, Retrying
 from woodpecker.records import (
-    CAPABILITIES_KEY,
     LogRecord,
     SegmentRecord,
     SegmentState,
+    capabilities_key,
     lock_key,
     log_object_prefix,
 )
@@ -47,6 +48,7 @@ class LogStore:
         *,
         meter: Metered,
         owns: tuple[Any, ...] = (),
+        rng: random.Random | None = None,
     ) -> None:
         self.raw_objects = objects
         self.meter = meter  # counts every request sent to the object store (the cost figures)
@@ -56,6 +58,7 @@ class LogStore:
             base_delay=config.retry_base_delay,
             max_delay=config.retry_max_delay,
             clock=clock,
+            rng=rng,  # retry jitter; a seeded one makes simulations replay exactly
         )
         self.meta = meta
         self.config = config
@@ -74,10 +77,12 @@ class LogStore:
         config: WalConfig | None = None,
         *,
         clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> LogStore:
         """Open a store from URIs (``s3://``, ``file://``, ``memory://`` and ``etcd://``,
         ``sqlite:///``, ``memory://``) or ready-made backends. Probes once, and records in meta,
-        whether the object store supports conditional writes."""
+        whether the object store supports conditional writes. ``clock`` and ``rng`` (retry
+        jitter) are injectable so a simulation under virtual time replays from a seed."""
         from woodpecker.meta.uri import open_meta_store
         from woodpecker.objectstore.uri import open_object_store
 
@@ -92,7 +97,13 @@ class LogStore:
             meta = open_meta_store(meta, clock=clock)
             owns.append(meta)
         store = cls(
-            object_store, meta, config, clock, meter=Metered(object_store), owns=tuple(owns)
+            object_store,
+            meta,
+            config,
+            clock,
+            meter=Metered(object_store),
+            owns=tuple(owns),
+            rng=rng,
         )
         try:
             store.conditional_writes = await store._probe_conditional_writes()
@@ -102,20 +113,21 @@ class LogStore:
         return store
 
     async def _probe_conditional_writes(self) -> bool:
-        kv = await self.meta.get(CAPABILITIES_KEY)
+        key = capabilities_key(self.raw_objects.uri)
+        kv = await self.meta.get(key)
         if kv is not None:
             return bool(json.loads(kv.value).get("conditional_writes", True))
-        key = f"_probe/{uuid.uuid4().hex}"
-        await self.objects.put(key, b"probe", if_none_match="*")
+        probe = f"_probe/{uuid.uuid4().hex}"
+        await self.objects.put(probe, b"probe", if_none_match="*")
         try:
-            await self.objects.put(key, b"probe-2", if_none_match="*")
+            await self.objects.put(probe, b"probe-2", if_none_match="*")
             supported = False
         except PreconditionFailed:
             supported = True
         finally:
-            await self.objects.delete(key)
+            await self.objects.delete(probe)
         record = {"conditional_writes": supported, "probed_at": self.clock.now()}
-        await self.meta.cas(CAPABILITIES_KEY, json.dumps(record).encode(), expected_version=0)
+        await self.meta.cas(key, json.dumps(record).encode(), expected_version=0)
         if supported:
             log.info("object store supports conditional writes: fencing by if-none-match")
         else:

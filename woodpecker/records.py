@@ -7,6 +7,7 @@ be read with ``etcdctl`` or ``sqlite3`` during an incident.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +30,11 @@ def check_log_name(name: str) -> None:
 # --- keys ------------------------------------------------------------------------------------
 
 IDS_LOG_KEY = "ids/log"
-CAPABILITIES_KEY = "store/capabilities"
+
+
+def capabilities_key(object_store_uri: str) -> str:
+    """Probe results of one object store (keyed by a hash of its URI)."""
+    return f"store/capabilities/{hashlib.sha256(object_store_uri.encode()).hexdigest()[:16]}"
 
 
 def log_key(name: str) -> str:

@@ -53,7 +53,9 @@ class MemoryObjectStore:
 
     @property
     def uri(self) -> str:
-        return f"memory://{self._name or ''}"
+        if self._name:
+            return f"memory://{self._name}"
+        return f"memory://?private={id(self._bucket):x}"  # distinct per private store
 
     async def put(
         self,
