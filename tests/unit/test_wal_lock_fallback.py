@@ -60,6 +60,7 @@ async def test_lock_serialises_writers_and_is_released_on_close() -> None:
     reader = await log.open_reader(MessageId.EARLIEST)
     got = [(await reader.read_next(timeout=1)).id for _ in range(4)]  # type: ignore[union-attr]
     assert got == ids
+    await store.close()
 
 
 async def test_lost_lease_fences_the_writer_and_a_crash_frees_the_lock() -> None:
@@ -78,3 +79,5 @@ async def test_lost_lease_fences_the_writer_and_a_crash_frees_the_lock() -> None
     successor = await log.open_writer()
     assert await successor.append(b"y") > MessageId(0, 0)
     await successor.close()
+    await writer.close()
+    await store.close()
