@@ -44,6 +44,48 @@ class _Wrapper:
         await self.inner.close()
 
 
+class _Intercepting(_Wrapper):
+    """A wrapper that routes every call through one hook, ``_around(op, call, sent)``, where
+    ``op`` is one of ``OPS`` and ``sent`` the bytes a put uploads."""
+
+    async def _around(self, op: str, call: Callable[[], Awaitable[T]], sent: int) -> T:
+        raise NotImplementedError
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: str | None = None,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        return await self._around(
+            "put",
+            lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match),
+            len(data),
+        )
+
+    async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        return await self._around(
+            "get", lambda: self.inner.get(key, offset=offset, length=length), 0
+        )
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await self._around("head", lambda: self.inner.head(key), 0)
+
+    async def list_page(
+        self, prefix: str = "", *, start_after: str | None = None, max_keys: int = DEFAULT_MAX_KEYS
+    ) -> ListPage:
+        return await self._around(
+            "list",
+            lambda: self.inner.list_page(prefix, start_after=start_after, max_keys=max_keys),
+            0,
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._around("delete", lambda: self.inner.delete(key), 0)
+
+
 # --- Retrying --------------------------------------------------------------------------------
 
 
@@ -170,7 +212,7 @@ class Meter:
             self.ops[op] = OpStats()
 
 
-class Metered(_Wrapper):
+class Metered(_Intercepting):
     """Counts requests, errors, bytes and time per operation kind in ``self.meter``."""
 
     def __init__(
@@ -180,7 +222,7 @@ class Metered(_Wrapper):
         self.meter = meter or Meter()
         self._clock = clock or RealClock()
 
-    async def _measure(self, op: str, call: Callable[[], Awaitable[T]], sent: int = 0) -> T:
+    async def _around(self, op: str, call: Callable[[], Awaitable[T]], sent: int) -> T:
         stats = self.meter.ops[op]
         stats.requests += 1
         started = self._clock.monotonic()
@@ -193,36 +235,6 @@ class Metered(_Wrapper):
             stats.seconds += self._clock.monotonic() - started
         stats.bytes += sent if op == "put" else len(result) if isinstance(result, bytes) else 0
         return result
-
-    async def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_none_match: str | None = None,
-        if_match: str | None = None,
-    ) -> ObjectInfo:
-        return await self._measure(
-            "put",
-            lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match),
-            sent=len(data),
-        )
-
-    async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
-        return await self._measure("get", lambda: self.inner.get(key, offset=offset, length=length))
-
-    async def head(self, key: str) -> ObjectInfo:
-        return await self._measure("head", lambda: self.inner.head(key))
-
-    async def list_page(
-        self, prefix: str = "", *, start_after: str | None = None, max_keys: int = DEFAULT_MAX_KEYS
-    ) -> ListPage:
-        return await self._measure(
-            "list", lambda: self.inner.list_page(prefix, start_after=start_after, max_keys=max_keys)
-        )
-
-    async def delete(self, key: str) -> None:
-        await self._measure("delete", lambda: self.inner.delete(key))
 
 
 # --- Faulty ----------------------------------------------------------------------------------
@@ -244,7 +256,7 @@ class FaultConfig:
     ops: frozenset[str] = frozenset(OPS)  # which operation kinds faults apply to
 
 
-class Faulty(_Wrapper):
+class Faulty(_Intercepting):
     """Injects seeded faults for tests. The same seed and call sequence give the same faults.
 
     Besides the random ``config``, ``down = True`` makes every request fail as unavailable (an
@@ -296,7 +308,7 @@ class Faulty(_Wrapper):
             return "unknown_outcome_applied" if applied else "unknown_outcome_dropped"
         return None
 
-    async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _around(self, op: str, call: Callable[[], Awaitable[T]], sent: int) -> T:
         low, high = self.config.latency
         if high > 0:
             await self._clock.sleep(low + (high - low) * self._rng.random())
@@ -314,31 +326,3 @@ class Faulty(_Wrapper):
         except CanopyError:
             pass  # whatever the store answered, the caller never hears it
         raise Unavailable(f"injected {fault} on {op}", outcome_unknown=True)
-
-    async def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_none_match: str | None = None,
-        if_match: str | None = None,
-    ) -> ObjectInfo:
-        return await self._call(
-            "put", lambda: self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
-        )
-
-    async def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
-        return await self._call("get", lambda: self.inner.get(key, offset=offset, length=length))
-
-    async def head(self, key: str) -> ObjectInfo:
-        return await self._call("head", lambda: self.inner.head(key))
-
-    async def list_page(
-        self, prefix: str = "", *, start_after: str | None = None, max_keys: int = DEFAULT_MAX_KEYS
-    ) -> ListPage:
-        return await self._call(
-            "list", lambda: self.inner.list_page(prefix, start_after=start_after, max_keys=max_keys)
-        )
-
-    async def delete(self, key: str) -> None:
-        await self._call("delete", lambda: self.inner.delete(key))
