@@ -79,7 +79,12 @@ async def _protected_position(
     if truncation is None:
         return None
     readers = await store.catalog.readers(name)
-    positions = [MessageId.from_list(r.position) for r in readers.values()]
+    # A named reader keeps the whole segment its position is in: at (s, n) just past the last
+    # entry of s it still needs segment s to learn that s is finished (deleting s would make
+    # the position ambiguous, and resuming from it fail with LogTruncated).
+    positions = [
+        MessageId(MessageId.from_list(r.position).segment_id, -1) for r in readers.values()
+    ]
     return min([truncation, *positions])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import random
 import time
 from typing import Protocol
@@ -62,7 +63,11 @@ class ManualClock:
             await asyncio.sleep(0)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
+        # A sleep shorter than the float resolution of ``now`` (~2e-7 s near 1.7e9) would get
+        # a deadline equal to now: time would never move and a caller that sleeps "the rest
+        # of an interval" in a loop would spin inside ``advance`` forever. Round up one step.
+        deadline = max(self._now + seconds, math.nextafter(self._now, math.inf))
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), fut))
         await fut
 
     @property

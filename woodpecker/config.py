@@ -19,8 +19,8 @@ class WalConfig:
     # group commit
     max_interval: float | None = None  # seconds an entry may wait before its block is cut
     max_bytes: int = 2 * MiB  # buffered bytes that trigger a flush at once
-    max_block_bytes: int = 2 * MiB  # upper bound of one block object (a lone larger entry
-    # gets a block of its own)
+    max_block_bytes: int = 2 * MiB  # appended bytes (payload + properties) per block; framing
+    # adds ~10 B per entry and 64 B per block; a lone larger entry gets a block of its own
     max_inflight_blocks: int = 8  # parallel block uploads per writer
     max_pending_bytes: int = 64 * MiB  # appends wait (back-pressure) above this many unacked bytes
 

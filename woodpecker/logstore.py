@@ -282,9 +282,14 @@ class Log:
         self._appended.set()
         self._appended = asyncio.Event()
 
-    async def wait_appended(self, seconds: float) -> None:
-        """Return when an in-process writer acknowledges something, or after ``seconds``."""
-        event = self._appended
+    def appended_signal(self) -> asyncio.Event:
+        """The event the next in-process acknowledgement will set."""
+        return self._appended
+
+    async def wait_appended(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        """Return when ``event`` (default: the next in-process acknowledgement) is set, or
+        after ``seconds``."""
+        event = event or self._appended
         sleeper = asyncio.ensure_future(self.store.clock.sleep(seconds))
         waiter = asyncio.ensure_future(event.wait())
         try:
@@ -317,13 +322,17 @@ class Log:
 
     async def _resolve_start(self, start: MessageId) -> tuple[MessageId, int | None]:
         trunc = await self.truncation_point()
+        # Read before listing the segments: a writer may create a segment in between, and that
+        # one gets at least this id. (Read after an empty listing, it would already point past
+        # the new segment, and the reader would skip it.)
+        next_start = await self._next_segment_start()
         segments = await self.store.catalog.segments(self.name)
         live = [s.record for s in segments if s.record.state is not SegmentState.TRUNCATED]
         if start == MessageId.EARLIEST:
-            first = MessageId(live[0].segment_id, 0) if live else await self._next_segment_start()
+            first = MessageId(live[0].segment_id, 0) if live else next_start
             return (max(first, trunc) if trunc else first), None
         if start == MessageId.LATEST:
-            return await self._tail_position(live)
+            return await self._tail_position(live, next_start)
         if trunc is not None and start < trunc:
             # below the point entries may be gone; they are readable while their segment lives
             # (a named reader holds it back from the auditor)
@@ -338,11 +347,13 @@ class Log:
         writer = await self.store.catalog.get_writer(self.name)
         return MessageId(writer.record.next_segment_id, 0)
 
-    async def _tail_position(self, live: list[SegmentRecord]) -> tuple[MessageId, int | None]:
+    async def _tail_position(
+        self, live: list[SegmentRecord], next_start: MessageId
+    ) -> tuple[MessageId, int | None]:
         """The id the next appended entry will get (and the block it will be in), as far as
         storage shows now."""
         if not live:
-            return await self._next_segment_start(), None
+            return next_start, None
         last = live[-1]
         if last.is_final:
             return MessageId(last.segment_id + 1, 0), None

@@ -59,6 +59,9 @@ class LogReader:
                 raise RuntimeError("reader is closed")
             if self._buffer:
                 return self._buffer.popleft()
+            # take the wake-up signal BEFORE looking, so an ack that lands while we look is
+            # not missed (it sets this very event and the wait below returns at once)
+            appended = self._log.appended_signal()
             if await self._fill():
                 backoff = self._config.reader_poll_min
                 continue
@@ -68,7 +71,7 @@ class LogReader:
                 if remaining <= 0:
                     return None
                 wait = min(wait, remaining)
-            await self._log.wait_appended(wait)
+            await self._log.wait_appended(wait, appended)
             backoff = min(backoff * 2, self._config.reader_poll_max)
 
     def __aiter__(self) -> LogReader:

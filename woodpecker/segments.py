@@ -202,8 +202,16 @@ async def recover_segment(
     Idempotent and safe to race: concurrent recoverers and the fenced writer agree on the
     blocks below the lowest fence, and only one CAS completes the record."""
     seg_id = current.record.segment_id
-    fence_at = await place_fence(store, log_id, seg_id, epoch)
-    scan = await scan_segment(store, log_id, seg_id)
+    try:
+        fence_at = await place_fence(store, log_id, seg_id, epoch)
+        scan = await scan_segment(store, log_id, seg_id)
+    except ObjectNotFound:
+        # Its writer completed the segment meanwhile (our record was read before) and the
+        # auditor has already compacted it: nothing is left to recover.
+        finished = await _finished_meanwhile(catalog, name, current)
+        if finished is None:
+            raise
+        return finished
     if scan.stop > fence_at:
         raise CorruptBlock(f"segment {log_id}/{seg_id}: blocks past the fence at {fence_at}")
     log.info(
@@ -211,7 +219,14 @@ async def recover_segment(
         extra={"log": name, "segment": seg_id, "blocks": len(scan.items), "fence": fence_at},
     )
     while True:
-        done = await complete_segment(store, catalog, name, log_id, current, scan.items)
+        try:
+            done = await complete_segment(store, catalog, name, log_id, current, scan.items)
+        except WriterFenced:
+            # a different footer: completed by its writer, then compacted (merged index)
+            finished = await _finished_meanwhile(catalog, name, current)
+            if finished is None:
+                raise
+            return finished
         if done is not None:
             return done
         latest = await catalog.get_segment(name, seg_id)
@@ -219,3 +234,13 @@ async def recover_segment(
             return latest if latest is not None else current
         current = latest  # only unrelated fields changed; try again
 
+
+async def _finished_meanwhile(
+    catalog: Catalog, name: str, current: Versioned[SegmentRecord]
+) -> Versioned[SegmentRecord] | None:
+    """The segment's record if it is no longer Active (completed, compacted or even deleted
+    since ``current`` was read), else None."""
+    latest = await catalog.get_segment(name, current.record.segment_id)
+    if latest is None:
+        return current  # final and truncated away: segments are never deleted while Active
+    return latest if latest.record.state is not SegmentState.ACTIVE else None

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from woodpecker.catalog import Versioned
-from woodpecker.codec import BlockHeader, BlockKind, IndexItem, encode_block, encode_entry
+from woodpecker.codec import (
+    ENTRY_OVERHEAD,
+    BlockHeader,
+    BlockKind,
+    IndexItem,
+    encode_block,
+    encode_entry,
+)
 from woodpecker.errors import (
     CanopyError,
     InvalidArgument,
@@ -47,10 +54,11 @@ class WriterState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     data: bytes
     future: asyncio.Future[MessageId]
+    at: float  # clock.monotonic() when it was buffered
     queued: bool = False  # handed to the acker, which settles it
 
 
@@ -140,10 +148,11 @@ class LogWriter:
             raise InvalidArgument("properties must map str to str")
         data = encode_entry(bytes(payload), properties)
         future: asyncio.Future[MessageId] = asyncio.get_running_loop().create_future()
+        now = self._clock.monotonic()
         if not self._buffer:
-            self._buffer_since = self._clock.monotonic()
+            self._buffer_since = now
             self._wake.set()
-        self._buffer.append(_Pending(data, future))
+        self._buffer.append(_Pending(data, future, now))
         self._buffer_bytes += len(data)
         self._unacked_bytes += len(data)
         self._unacked_entries += 1
@@ -266,16 +275,43 @@ class LogWriter:
             await self._wait_for_cut()
             if self._failure is not None:
                 return
-            batch, self._buffer = self._buffer, []
-            self._buffer_bytes = 0
-            self._flush_requested = False
+            batch = self._take_batch()
             try:
                 await self._write_batch(batch)
             except Exception as exc:
                 self._fail(exc)
-            unsent = [p for p in batch if not p.queued]
-            if unsent:  # only after a failure: settle what never reached the acker
-                self._settle([p.future for p in unsent], sum(len(p.data) for p in unsent))
+            finally:
+                # only after a failure, or when close() cancels a dead writer's flusher
+                # mid-batch: settle what never reached the acker (else those appends hang)
+                unsent = [p for p in batch if not p.queued]
+                if unsent:
+                    self._settle([p.future for p in unsent], sum(len(p.data) for p in unsent))
+
+    def _take_batch(self) -> list[_Pending]:
+        """Take the entries to cut now. When only ``max_bytes`` triggered the cut, a trailing
+        partial block stays buffered until it fills up or its oldest entry has waited
+        ``max_interval``, so a saturated writer PUTs full blocks (the PUT cost per MiB)."""
+        batch, rest = self._buffer, []
+        if not self._flush_requested and self._state is WriterState.OPEN:
+            split = self._last_block_start(batch)
+            if split > 0 and self._clock.monotonic() - batch[split].at < self._interval:
+                batch, rest = batch[:split], batch[split:]
+        self._buffer = rest
+        self._buffer_bytes = sum(len(p.data) for p in rest)
+        if rest:
+            self._buffer_since = rest[0].at
+        self._flush_requested = False
+        return batch
+
+    def _last_block_start(self, batch: list[_Pending]) -> int:
+        """Index of the first entry of the last block ``_write_batch`` cuts from ``batch``."""
+        max_block = self._config.max_block_bytes
+        start = size = 0
+        for k, p in enumerate(batch):
+            if k > start and size + len(p.data) - ENTRY_OVERHEAD > max_block:
+                start, size = k, 0
+            size += len(p.data) - ENTRY_OVERHEAD
+        return start
 
     async def _wait_for_cut(self) -> None:
         """Return once the buffer should become blocks: enough bytes, the interval elapsed,
@@ -303,8 +339,12 @@ class LogWriter:
         while i < len(batch):
             seg = await self._segment_for_next_block()
             j, size = i, 0
-            while j < len(batch) and (j == i or size + len(batch[j].data) <= max_block):
-                size += len(batch[j].data)
+            # the limit counts what callers appended; framing (ENTRY_OVERHEAD per entry, 64 B
+            # per block) comes on top, so 8 x 256 KiB entries make one 2 MiB block
+            while j < len(batch) and (
+                j == i or size + len(batch[j].data) - ENTRY_OVERHEAD <= max_block
+            ):
+                size += len(batch[j].data) - ENTRY_OVERHEAD
                 j += 1
             chunk = batch[i:j]
             i = j
@@ -392,7 +432,19 @@ class LogWriter:
                 await upload.task
                 failure = self._failure
             except asyncio.CancelledError:
-                failure = self._failure or WriterClosed("writer closed")
+                # The upload (or this acker) was cancelled: the block may never land, so no
+                # later block may be acknowledged across it. Fail the writer, not just this
+                # block, and do not swallow a cancellation of the acker itself.
+                self._fail(WriterClosed(f"log {self._log.name!r}: a block upload was cancelled"))
+                failure = self._failure
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    self._settle(upload.futures, upload.nbytes)
+                    while not self._acks.empty():
+                        rest = self._acks.get_nowait()
+                        if rest is not None:
+                            self._settle(rest.futures, rest.nbytes)
+                    raise
             except BaseException as exc:
                 self._fail(exc)
                 failure = self._failure
