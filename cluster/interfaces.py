@@ -41,6 +41,20 @@ class FlushTicket:
     flush_ts: int
 
 
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A sealed segment as the coordinator's registry knows it: written to object storage
+    (Parquet + manifest under ``cluster/storage`` layout) by the streaming node that owned
+    ``vchannel``. ``state`` is ``"flushed"`` (later: ``"dropped"`` once compacted away)."""
+
+    collection_id: int
+    partition_id: int
+    segment_id: int
+    vchannel: str
+    rows: int
+    state: str = "flushed"
+
+
 class CoordinatorService(Protocol):
     """What the other roles ask the coordinator."""
 
@@ -57,7 +71,12 @@ class CoordinatorService(Protocol):
     async def report_flushed_segment(
         self, collection_id: int, partition_id: int, segment_id: int, vchannel: str, rows: int
     ) -> None:
-        """A streaming node wrote a sealed segment (Parquet + manifest) to object storage."""
+        """A streaming node wrote a sealed segment (Parquet + manifest) to object storage.
+        Idempotent: reporting a registered segment again changes nothing."""
+
+    async def list_segments(self, collection_id: int) -> list[SegmentInfo]:
+        """The registered sealed segments of the collection, by segment id (empty for an
+        unknown collection)."""
 
 
 class StreamingService(Protocol):

@@ -1,7 +1,10 @@
 """Errors of the streaming layer (WAL message codec, growing segments).
 
-All are :class:`~woodpecker.errors.CanopyError` (not retryable): each one means a caller or a WAL
-entry broke a contract, and the same call would fail the same way again.
+All are :class:`~woodpecker.errors.CanopyError`. The codec and segment errors are not
+retryable: each one means a caller or a WAL entry broke a contract, and the same call would fail
+the same way again. The streaming node's routing errors (:class:`ChannelNotOwned` and its
+subclass :class:`ChannelFenced`, :class:`NodeClosed`) are retryable: the caller (the proxy)
+refreshes its routing and sends the call to the channel's current owner.
 """
 
 from __future__ import annotations
@@ -9,8 +12,11 @@ from __future__ import annotations
 from woodpecker.errors import CanopyError
 
 __all__ = [
+    "ChannelFenced",
+    "ChannelNotOwned",
     "MalformedMessage",
     "MessageError",
+    "NodeClosed",
     "SchemaMismatch",
     "SegmentSealed",
     "StreamingError",
@@ -59,3 +65,25 @@ class TimestampRegression(StreamingError):
 
 class SchemaMismatch(StreamingError):
     """An insert batch lacks a column of the segment's schema, or has a wrong type."""
+
+
+class ChannelNotOwned(StreamingError):
+    """The call names a (v)channel whose physical channel this streaming node does not own (or
+    no longer owns): refresh the routing and retry at the owner."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, channel: str = "") -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
+class ChannelFenced(ChannelNotOwned):
+    """Another streaming node opened the channel's WAL writer (a takeover) and fenced this one:
+    nothing more can be appended here; the new owner has replayed every acknowledged write."""
+
+
+class NodeClosed(StreamingError):
+    """The streaming node is closed (or stopped after a failure); retry at another node."""
+
+    retryable = True

@@ -1,0 +1,186 @@
+"""The in-process :class:`~cluster.interfaces.CoordinatorService`: what the other roles ask the
+coordinator, answered from the MetaStore (used by ``canopy standalone`` and by tests; the gRPC
+pair wraps the same object later).
+
+Contract of :class:`LocalCoordinator`:
+
+- ``allocate_timestamp`` comes from one :class:`~cluster.coordinator.tso.TimestampOracle`
+  (strictly increasing across calls, oracles and restarts on the same meta store).
+- ``allocate_ids`` comes from an :class:`~cluster.coordinator.ids.IdAllocator` on
+  ``coordinator/ids`` reserving large blocks (``id_batch``, default 2**20), so allocating the
+  row ids of an insert batch is one meta CAS per ~200 batches. Ids are unique across
+  coordinators and restarts and never reused (unused ids of a block are skipped).
+- ``describe_collection_by_id`` reads the :class:`~cluster.coordinator.catalog.Catalog`.
+- The **segment registry** holds one key per sealed segment,
+  ``segments/{collection_id:020d}/{segment_id:020d}`` (JSON :class:`SegmentRecord`).
+  ``report_flushed_segment`` creates it if absent (a create-if-absent CAS), so a streaming node
+  that re-reports after a crash changes nothing; ``list_segments`` is one range read.
+
+Keys: ``cluster/coordinator/META.md`` ("Coordinator service").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+from cluster.coordinator.catalog import Catalog
+from cluster.coordinator.ids import IdAllocator
+from cluster.coordinator.records import CollectionInfo
+from cluster.coordinator.tso import TimestampOracle
+from cluster.interfaces import SegmentInfo
+from woodpecker.clock import Clock, RealClock
+from woodpecker.meta.base import MetaStore
+
+__all__ = [
+    "IDS_KEY",
+    "SEGMENTS_PREFIX",
+    "LocalCoordinator",
+    "SegmentRecord",
+    "segment_key",
+    "segments_prefix",
+]
+
+log = logging.getLogger(__name__)
+
+IDS_KEY = "coordinator/ids"
+SEGMENTS_PREFIX = "segments/"
+DEFAULT_ID_BATCH = 1 << 20
+
+
+def segments_prefix(collection_id: int) -> str:
+    return f"{SEGMENTS_PREFIX}{collection_id:020d}/"
+
+
+def segment_key(collection_id: int, segment_id: int) -> str:
+    return f"{segments_prefix(collection_id)}{segment_id:020d}"
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """The value of a segment registry key. ``reported_at``: wall-clock seconds (injected
+    clock) of the first report."""
+
+    collection_id: int
+    partition_id: int
+    segment_id: int
+    vchannel: str
+    rows: int
+    state: str = "flushed"
+    reported_at: float = 0.0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @staticmethod
+    def decode(value: bytes) -> SegmentRecord:
+        raw = json.loads(value)
+        return SegmentRecord(
+            collection_id=int(raw["collection_id"]),
+            partition_id=int(raw["partition_id"]),
+            segment_id=int(raw["segment_id"]),
+            vchannel=str(raw["vchannel"]),
+            rows=int(raw["rows"]),
+            state=str(raw.get("state", "flushed")),
+            reported_at=float(raw.get("reported_at", 0.0)),
+        )
+
+    def info(self) -> SegmentInfo:
+        return SegmentInfo(
+            self.collection_id,
+            self.partition_id,
+            self.segment_id,
+            self.vchannel,
+            self.rows,
+            self.state,
+        )
+
+
+class LocalCoordinator:
+    """A :class:`~cluster.interfaces.CoordinatorService` over a MetaStore.
+
+    ``await start()`` (or ``async with``) starts the timestamp oracle and the catalog (unless
+    ready-made ones are passed in, which the caller then starts and closes); ``close()`` stops
+    what it started. Safe to call from many tasks at once."""
+
+    def __init__(
+        self,
+        meta: MetaStore,
+        clock: Clock | None = None,
+        *,
+        catalog: Catalog | None = None,
+        tso: TimestampOracle | None = None,
+        id_batch: int = DEFAULT_ID_BATCH,
+    ) -> None:
+        self.meta = meta
+        self.clock: Clock = clock or RealClock()
+        self._owns_catalog = catalog is None
+        self._owns_tso = tso is None
+        self.catalog = catalog or Catalog(meta)
+        self.tso = tso or TimestampOracle(meta, self.clock)
+        self._ids = IdAllocator(meta, IDS_KEY, batch=id_batch)
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self._owns_tso:
+            await self.tso.start()
+        if self._owns_catalog:
+            await self.catalog.start()
+        self._started = True
+
+    async def close(self) -> None:
+        if self._owns_tso and self._started:
+            await self.tso.close()
+        self._started = False
+
+    async def __aenter__(self) -> LocalCoordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- CoordinatorService --------------------------------------------------------------------
+
+    async def allocate_timestamp(self, count: int = 1) -> int:
+        return await self.tso.allocate(count)
+
+    async def allocate_ids(self, count: int = 1) -> int:
+        return await self._ids.allocate(count)
+
+    async def describe_collection_by_id(self, collection_id: int) -> CollectionInfo:
+        return await self.catalog.describe_collection(None, collection_id)
+
+    async def report_flushed_segment(
+        self, collection_id: int, partition_id: int, segment_id: int, vchannel: str, rows: int
+    ) -> None:
+        record = SegmentRecord(
+            collection_id, partition_id, segment_id, vchannel, rows, "flushed", self.clock.now()
+        )
+        key = segment_key(collection_id, segment_id)
+        if not await self.meta.cas(key, record.encode(), expected_version=0):
+            existing = await self.meta.get(key)
+            if existing is not None:
+                old = SegmentRecord.decode(existing.value)
+                if (old.partition_id, old.vchannel, old.rows) != (partition_id, vchannel, rows):
+                    log.error(
+                        "segment %d of collection %d reported again with different facts: "
+                        "%s vs registered %s",
+                        segment_id,
+                        collection_id,
+                        record,
+                        old,
+                    )
+
+    async def list_segments(self, collection_id: int) -> list[SegmentInfo]:
+        kvs = await self.meta.range(segments_prefix(collection_id))
+        return [SegmentRecord.decode(kv.value).info() for kv in kvs]
+
+    # --- beyond the Protocol -------------------------------------------------------------------
+
+    async def get_segment(self, collection_id: int, segment_id: int) -> SegmentInfo | None:
+        kv = await self.meta.get(segment_key(collection_id, segment_id))
+        return SegmentRecord.decode(kv.value).info() if kv is not None else None

@@ -1,0 +1,402 @@
+"""The streaming node: serves the physical channels assigned to it, as a
+:class:`~cluster.interfaces.StreamingService`.
+
+Contract of :class:`StreamingNode`:
+
+* **Channels**: from an explicit list (standalone, tests) or, with a ``watcher``
+  (:class:`~cluster.coordinator.channel_manager.AssignmentWatcher`), the channels the coordinator
+  assigns to this node: on ``assigned`` the node takes the channel over
+  (:class:`~cluster.streaming.channel.ChannelOwner` fences the WAL and replays it) and then acks the
+  assignment; on ``revoked`` it closes the owner. Each channel has a supervisor task: an owner
+  that fails with a retryable error (the WAL store was unreachable) is restarted after a
+  back-off; one that was fenced (another node took the channel) is dropped.
+* **Routing**: a call names a vchannel; its physical channel is
+  ``CollectionInfo.pchannels[i]`` for ``vchannels[i]``. A vchannel whose pchannel this node does
+  not serve raises :class:`ChannelNotOwned` (retryable: the proxy refreshes its routing).
+* **Flush**: :meth:`flush` seals on every vchannel and returns a
+  :class:`~cluster.interfaces.FlushTicket` of every segment of the collection not yet flushed
+  there; ``flush_ts`` is the smallest per-channel seal timestamp (everything at or below it is in
+  the ticket's segments). :meth:`flush_state` is true once each of them is written and
+  registered (this node's owners know their own; otherwise the coordinator's registry decides).
+* **Lifecycle**: ``start`` -> ``serving`` -> ``close``. A supervisor task that crashes with an
+  unexpected error stops the node loudly (logged, :meth:`wait` raises it, calls raise
+  :class:`NodeClosed`); so does the loss of the node's session, when one is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from cluster.coordinator.channel_manager import AssignmentKind, AssignmentWatcher
+from cluster.coordinator.errors import CollectionNotFound, PartitionNotFound
+from cluster.coordinator.sessions import NodeSession, SessionLost
+from cluster.interfaces import CoordinatorService, FlushTicket, WriteAck
+from cluster.streaming.channel import ChannelOwner
+from cluster.streaming.config import StreamingConfig
+from cluster.streaming.errors import ChannelFenced, ChannelNotOwned, NodeClosed
+from cluster.streaming.growing import GrowingSegment
+from cluster.streaming.routing import CollectionCache, pchannel_of
+from woodpecker import LogStore
+from woodpecker.clock import Clock, RealClock
+from woodpecker.errors import CanopyError, InvalidArgument
+from woodpecker.meta.base import MetaStore
+from woodpecker.objectstore.base import ObjectStore
+
+__all__ = ["NodeStatus", "StreamingNode"]
+
+log = logging.getLogger(__name__)
+
+
+class NodeStatus(enum.StrEnum):
+    NEW = "new"
+    SERVING = "serving"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class StreamingNode:
+    """See the module docstring. ``log_store`` holds the WAL logs (one per pchannel),
+    ``objects`` receives sealed segments (under ``config.storage_root``), ``meta`` keeps the
+    channel checkpoints (default: the log store's meta store)."""
+
+    def __init__(
+        self,
+        log_store: LogStore,
+        objects: ObjectStore,
+        coordinator: CoordinatorService,
+        *,
+        channels: Sequence[str] = (),
+        watcher: AssignmentWatcher | None = None,
+        session: NodeSession | None = None,
+        meta: MetaStore | None = None,
+        clock: Clock | None = None,
+        config: StreamingConfig | None = None,
+        restart_delay: float = 0.5,
+        max_restart_delay: float = 10.0,
+    ) -> None:
+        self.log_store = log_store
+        self.objects = objects
+        self.coordinator = coordinator
+        self.watcher = watcher
+        self.session = session
+        self.meta = meta or log_store.meta
+        self.clock: Clock = clock or RealClock()
+        self.config = config or StreamingConfig()
+        self.restart_delay = restart_delay
+        self.max_restart_delay = max_restart_delay
+        self.collections = CollectionCache(coordinator)
+        self.status = NodeStatus.NEW
+        self.failure: BaseException | None = None
+        self._explicit = list(dict.fromkeys(channels))
+        self._owners: dict[str, ChannelOwner] = {}
+        self._supervisors: dict[str, asyncio.Task[None]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take over the explicit channels (returns once each serves; raises the first
+        takeover error) and start following the watcher / session."""
+        if self.status is not NodeStatus.NEW:
+            raise RuntimeError("StreamingNode.start() called twice")
+        self.status = NodeStatus.SERVING
+        try:
+            for channel in self._explicit:
+                self._supervise(channel, None)
+            if self._ready:
+                await asyncio.gather(*self._ready.values())
+            if self.watcher is not None:
+                await self.watcher.start()
+                self._spawn(self._follow_assignments(), "assignments")
+            if self.session is not None:
+                self._spawn(self._watch_session(), "session")
+        except BaseException:
+            await self.close()
+            raise
+        log.info("streaming node serving channels %s", sorted(self._owners))
+
+    async def close(self) -> None:
+        """Close every channel owner gracefully and stop the background tasks."""
+        if self.status in (NodeStatus.STOPPING, NodeStatus.STOPPED):
+            return
+        if self.status is not NodeStatus.FAILED:
+            self.status = NodeStatus.STOPPING
+        tasks = [*self._tasks, *self._supervisors.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        owners = list(self._owners.values())
+        self._owners.clear()
+        await asyncio.gather(*(o.close() for o in owners), return_exceptions=True)
+        if self.watcher is not None:
+            with contextlib.suppress(CanopyError):
+                await self.watcher.close()
+        if self.status is NodeStatus.STOPPING:
+            self.status = NodeStatus.STOPPED
+        self._stopped.set()
+
+    def abandon(self) -> None:
+        """Stop like a crashed process (tests, simulations): cancel every task; close, flush
+        and save nothing. The WAL writers stay open until a new owner fences them."""
+        self.status = NodeStatus.STOPPED
+        for task in [*self._tasks, *self._supervisors.values()]:
+            task.cancel()
+        for owner in self._owners.values():
+            owner.abandon()
+        self._owners.clear()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        """Return when the node is closed; raise what stopped it if it failed."""
+        await self._stopped.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    async def __aenter__(self) -> StreamingNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _spawn(self, coro, name: str) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+        task = asyncio.get_running_loop().create_task(coro, name=f"streaming-node-{name}")
+        task.add_done_callback(self._task_done)
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.status is not NodeStatus.SERVING:
+            return
+        exc = task.exception()
+        if exc is None:
+            if task in self._supervisors.values():
+                return  # a channel that ended normally (fenced, revoked)
+            exc = RuntimeError(f"{task.get_name()} ended unexpectedly")
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop the node loudly: log, close everything in the background, make ``wait`` raise."""
+        if self.failure is not None:
+            return
+        log.error("streaming node stopping after a failure", exc_info=exc)
+        self.failure = exc
+        self.status = NodeStatus.FAILED
+        self._closing = asyncio.get_running_loop().create_task(
+            self.close(), name="streaming-node-close"
+        )
+
+    # --- channel supervision -------------------------------------------------------------------
+
+    @property
+    def channels(self) -> list[str]:
+        """The physical channels this node serves now."""
+        return sorted(self._owners)
+
+    def owner(self, pchannel: str) -> ChannelOwner:
+        owner = self._owners.get(pchannel)
+        if owner is None:
+            self._check_usable()
+            raise ChannelNotOwned(
+                f"physical channel {pchannel} is not served by this streaming node; refresh the "
+                "routing and retry at its owner",
+                channel=pchannel,
+            )
+        return owner
+
+    def _supervise(self, channel: str, epoch: int | None) -> None:
+        old = self._supervisors.pop(channel, None)
+        if old is not None:
+            old.cancel()
+        self._ready[channel] = asyncio.get_running_loop().create_future()
+        task = self._spawn(self._run_channel(channel, epoch), f"channel-{channel}")
+        self._supervisors[channel] = task
+
+    async def _run_channel(self, channel: str, epoch: int | None) -> None:
+        """Take ``channel`` over and keep it served: restart after retryable failures, give up
+        when fenced. Unexpected errors propagate (and stop the node)."""
+        delay = self.restart_delay
+        ready = self._ready[channel]
+        try:
+            while True:
+                owner = ChannelOwner(
+                    channel, self.log_store, self.objects, self.coordinator, meta=self.meta,
+                    clock=self.clock, config=self.config, collections=self.collections,
+                )  # fmt: skip
+                try:
+                    await owner.start()
+                except CanopyError as exc:
+                    if not exc.retryable:
+                        raise
+                    log.warning("channel %s: takeover failed, retrying: %s", channel, exc)
+                    await self.clock.sleep(delay)
+                    delay = min(delay * 2, self.max_restart_delay)
+                    continue
+                self._owners[channel] = owner
+                if not ready.done():
+                    ready.set_result(None)
+                if self.watcher is not None and epoch is not None:
+                    await self._ack(channel, epoch)
+                failure = await owner.wait_failed()
+                if self._owners.get(channel) is owner:
+                    del self._owners[channel]
+                await owner.close()
+                if isinstance(failure, ChannelFenced):
+                    log.warning("channel %s: taken over by another node; dropping it", channel)
+                    return
+                if not isinstance(failure, CanopyError):
+                    raise failure
+                log.warning("channel %s failed (%s); taking it over again", channel, failure)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, self.max_restart_delay)
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+                ready.exception()
+            raise
+
+    async def _ack(self, channel: str, epoch: int) -> None:
+        """Acknowledge the assignment (retrying retryable meta errors)."""
+        assert self.watcher is not None
+        delay = self.restart_delay
+        while True:
+            try:
+                if not await self.watcher.ack(channel, epoch):
+                    log.warning("channel %s moved on before the ack of epoch %d", channel, epoch)
+                return
+            except CanopyError as exc:
+                if not exc.retryable:
+                    raise
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, self.max_restart_delay)
+
+    async def _release(self, channel: str) -> None:
+        task = self._supervisors.pop(channel, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        owner = self._owners.pop(channel, None)
+        if owner is not None:
+            await owner.close()
+
+    async def _follow_assignments(self) -> None:
+        assert self.watcher is not None
+        async for event in self.watcher:
+            if event.kind is AssignmentKind.ASSIGNED:
+                log.info("channel %s assigned (epoch %d)", event.channel, event.epoch)
+                self._supervise(event.channel, event.epoch)
+            else:
+                log.info("channel %s revoked (epoch %d)", event.channel, event.epoch)
+                await self._release(event.channel)
+        raise RuntimeError("the assignment watch ended")
+
+    async def _watch_session(self) -> None:
+        assert self.session is not None
+        await self.session.wait_lost()
+        if self.status is NodeStatus.SERVING:
+            raise SessionLost(f"session {self.session.key} lost: the node must stop serving")
+
+    # --- routing -------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self.status is not NodeStatus.SERVING:
+            raise NodeClosed(f"streaming node is {self.status.value}")
+
+    async def _route(
+        self, collection_id: int, vchannel: str, partition_id: int | None = None
+    ) -> ChannelOwner:
+        self._check_usable()
+        info, _ = await self.collections.get(collection_id)
+        if vchannel not in info.vchannels or (
+            partition_id is not None
+            and all(p.partition_id != partition_id for p in info.partitions)
+        ):
+            info, _ = await self.collections.get(collection_id, refresh=True)
+        if vchannel not in info.vchannels:
+            raise InvalidArgument(
+                f"{vchannel} is not a vchannel of collection {collection_id} ({info.vchannels})"
+            )
+        if partition_id is not None and all(
+            p.partition_id != partition_id for p in info.partitions
+        ):
+            raise PartitionNotFound(str(partition_id), info.name)
+        return self.owner(info.pchannels[info.vchannels.index(vchannel)])
+
+    # --- StreamingService ----------------------------------------------------------------------
+
+    async def insert(
+        self, collection_id: int, partition_id: int, vchannel: str, table: pa.Table
+    ) -> WriteAck:
+        owner = await self._route(collection_id, vchannel, partition_id)
+        return await owner.insert(collection_id, partition_id, vchannel, table)
+
+    async def delete(
+        self, collection_id: int, partition_id: int | None, vchannel: str, pks: pa.Array
+    ) -> WriteAck:
+        owner = await self._route(collection_id, vchannel, partition_id)
+        return await owner.delete(collection_id, partition_id, vchannel, pks)
+
+    async def flush(self, collection_id: int, vchannels: list[str]) -> FlushTicket:
+        """Seal on every vchannel (each must be served here, else :class:`ChannelNotOwned`);
+        see the module docstring for the ticket."""
+        owners = [(await self._route(collection_id, v), v) for v in vchannels]
+        results = await asyncio.gather(*(o.flush(collection_id, v) for o, v in owners))
+        ids = sorted({sid for sids, _ in results for sid in sids})
+        flush_ts = min((ts for _, ts in results), default=0)
+        if not results:
+            flush_ts = await self.coordinator.allocate_timestamp()
+        return FlushTicket(collection_id, tuple(ids), flush_ts)
+
+    async def flush_state(self, ticket: FlushTicket) -> bool:
+        self._check_usable()
+        owners = list(self._owners.values())
+        pending = [s for s in ticket.segment_ids if not any(o.is_flushed(s) for o in owners)]
+        if not pending:
+            return True
+        registered = {
+            s.segment_id for s in await self.coordinator.list_segments(ticket.collection_id)
+        }
+        if all(s in registered for s in pending):
+            return True
+        try:
+            await self.coordinator.describe_collection_by_id(ticket.collection_id)
+        except CollectionNotFound:
+            return True  # dropped: its growing data is gone, nothing will ever flush
+        return False
+
+    async def drop_collection(self, collection_id: int, vchannels: list[str]) -> None:
+        self._check_usable()
+        for vchannel in vchannels:
+            owner = self.owner(pchannel_of(vchannel))
+            await owner.drop_collection(collection_id, vchannel)
+        self.collections.forget(collection_id)
+
+    # --- reads (for the search path) -----------------------------------------------------------
+
+    def service_ts(self, vchannel: str) -> int:
+        """The latest timestamp applied on the vchannel's physical channel (every write at or
+        below it is visible in the growing segments)."""
+        return self.owner(pchannel_of(vchannel)).service_ts
+
+    async def wait_for_ts(self, vchannel: str, ts: int) -> int:
+        """Wait until :meth:`service_ts` of ``vchannel`` reaches ``ts`` (bound it with
+        ``asyncio.timeout``)."""
+        return await self.owner(pchannel_of(vchannel)).wait_for_ts(ts)
+
+    def growing_segments(
+        self, collection_id: int, vchannel: str, partition_ids: list[int] | None = None
+    ) -> list[GrowingSegment]:
+        return self.owner(pchannel_of(vchannel)).growing_segments(
+            collection_id, vchannel, partition_ids
+        )

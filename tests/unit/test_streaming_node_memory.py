@@ -1,0 +1,414 @@
+"""cluster.streaming.node / .channel on in-memory storage: routing errors, validation before the
+WAL, crash windows of a flush, drop, the injected clock, and channel assignment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pymilvus import DataType as PDataType
+from pymilvus import MilvusClient
+from pymilvus.client.prepare import Prepare
+
+from cluster.coordinator.catalog import Catalog
+from cluster.coordinator.channel_manager import AssignmentWatcher, ChannelManager
+from cluster.coordinator.channels import ChannelState
+from cluster.coordinator.records import CollectionInfo
+from cluster.coordinator.service import LocalCoordinator
+from cluster.coordinator.sessions import STREAMING, NodeSession, SessionRegistry
+from cluster.milvus.columns import arrow_schema
+from cluster.schema import from_request_bytes
+from cluster.storage import list_segments, read_deltas, read_segment
+from cluster.streaming.config import StreamingConfig
+from cluster.streaming.errors import ChannelNotOwned, NodeClosed, SchemaMismatch
+from cluster.streaming.node import StreamingNode
+from cluster.streaming.policy import SegmentPolicy
+from woodpecker import LogStore, WalConfig
+from woodpecker.clock import Clock, ManualClock, RealClock
+from woodpecker.errors import InvalidArgument, Unavailable
+from woodpecker.meta.memory import MemoryMetaStore
+from woodpecker.objectstore import Faulty, MemoryObjectStore
+
+DIM = 4
+ROOT = "segments"
+CONFIG = StreamingConfig(
+    time_tick_interval=0.05, storage_root=ROOT, maintenance_interval=0.05, checkpoint_interval=0.1
+)
+
+
+@dataclass
+class Env:
+    meta: MemoryMetaStore
+    objects: MemoryObjectStore
+    coordinator: LocalCoordinator
+    stores: list[LogStore] = field(default_factory=list)
+    nodes: list[StreamingNode] = field(default_factory=list)
+    pks: itertools.count = field(default_factory=itertools.count)
+
+    async def collection(self, name: str, shards: int = 1) -> CollectionInfo:
+        s = MilvusClient.create_schema(auto_id=False)
+        s.add_field("id", PDataType.INT64, is_primary=True)
+        s.add_field("vec", PDataType.FLOAT_VECTOR, dim=DIM)
+        req = Prepare.create_collection_request(name, s)
+        ts = await self.coordinator.allocate_timestamp()
+        return await self.coordinator.catalog.create_collection(
+            "default", name, req.schema, create_ts=ts, shards_num=shards
+        )
+
+    async def node(
+        self,
+        channels: list[str],
+        *,
+        coordinator: Any = None,
+        clock: Clock | None = None,
+        **config: Any,
+    ) -> StreamingNode:
+        store = await LogStore.open(self.objects, self.meta, WalConfig(max_interval=0.001))
+        self.stores.append(store)
+        node = StreamingNode(
+            store,
+            self.objects,
+            coordinator or self.coordinator,
+            channels=channels,
+            clock=clock,
+            config=StreamingConfig(**{**CONFIG.__dict__, **config}),
+        )
+        self.nodes.append(node)
+        await node.start()
+        return node
+
+    def batch(self, info: CollectionInfo, n: int) -> pa.Table:
+        schema = from_request_bytes(info.schema)
+        pks = np.array([next(self.pks) for _ in range(n)], dtype=np.int64)
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(n * DIM, np.float32)), DIM)
+        return pa.Table.from_arrays([pa.array(pks), vec], schema=arrow_schema(schema))
+
+    async def insert(self, node: StreamingNode, info: CollectionInfo, n: int) -> list[int]:
+        table = self.batch(info, n)
+        pid = info.partitions[0].partition_id
+        await node.insert(info.collection_id, pid, info.vchannels[0], table)
+        return table.column("id").to_pylist()
+
+    async def stored(self, collection_id: int) -> list[int]:
+        out: list[int] = []
+        for m in await list_segments(self.objects, ROOT, collection_id):
+            out += (await read_segment(self.objects, m, ["id"])).column("id").to_pylist()
+        return sorted(out)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    meta, objects = MemoryMetaStore(), MemoryObjectStore()
+    coordinator = LocalCoordinator(meta, catalog=Catalog(meta, num_physical_channels=1))
+    await coordinator.start()
+    e = Env(meta, objects, coordinator)
+    try:
+        yield e
+    finally:
+        for node in e.nodes:
+            with contextlib.suppress(Exception):
+                await node.close()
+        for store in e.stores:
+            with contextlib.suppress(Exception):
+                await store.close()
+        await coordinator.close()
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        for _ in itertools.count():
+            result = check()
+            if await result if asyncio.iscoroutine(result) else result:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def flushed(node: StreamingNode, info: CollectionInfo) -> None:
+    ticket = await node.flush(info.collection_id, list(info.vchannels))
+    await until(lambda: node.flush_state(ticket))
+
+
+# --- routing and validation ----------------------------------------------------------------------
+
+
+async def test_calls_for_channels_the_node_does_not_serve_are_retryable_errors(env: Env) -> None:
+    info = await env.collection("c")
+    node = await env.node([])
+    with pytest.raises(ChannelNotOwned) as caught:
+        await env.insert(node, info, 3)
+    assert caught.value.retryable and "canopy-dml_0" in str(caught.value)
+    with pytest.raises(InvalidArgument):
+        await node.insert(info.collection_id, 0, "canopy-dml_0_999v0", env.batch(info, 1))
+    await node.close()
+    with pytest.raises(NodeClosed):
+        await env.insert(node, info, 3)
+
+
+async def test_a_bad_batch_is_refused_before_it_reaches_the_wal(env: Env) -> None:
+    info = await env.collection("c")
+    node = await env.node(list(info.pchannels))
+    await env.insert(node, info, 2)
+    log = await node.log_store.open_log(info.pchannels[0])
+    before = await log.last_message_id()
+    pid = info.partitions[0].partition_id
+    bad = env.batch(info, 2).drop_columns(["vec"])
+    with pytest.raises(SchemaMismatch):
+        await node.insert(info.collection_id, pid, info.vchannels[0], bad)
+    with pytest.raises(SchemaMismatch):
+        await node.delete(info.collection_id, None, info.vchannels[0], pa.array(["x"]))
+    owner = node.owner(info.pchannels[0])
+    assert owner.failure is None
+    # only time ticks may have followed: no insert or delete entry was appended
+    reader = await log.open_reader(before)
+    types = []
+    while (msg := await reader.read_next(timeout=0.05)) is not None:
+        types.append(msg.properties["type"])
+    await reader.close()
+    assert set(types[1:]) <= {"time_tick"}
+
+
+# --- crash windows -------------------------------------------------------------------------------
+
+
+async def test_segments_flushed_past_the_checkpoint_are_not_rebuilt(env: Env) -> None:
+    slow, fast = await env.collection("slow"), await env.collection("fast")
+    assert slow.pchannels == fast.pchannels  # one physical channel
+    node = await env.node(list(slow.pchannels))
+    slow_rows = await env.insert(node, slow, 5)  # stays growing: holds the checkpoint back
+    fast_rows = await env.insert(node, fast, 7)
+    await flushed(node, fast)
+    owner = node.owner(slow.pchannels[0])
+    await until(lambda: bool(owner.checkpoint.flushed))
+    [(flushed_sid, _)] = owner.checkpoint.flushed.items()
+    manifests = await list_segments(env.objects, ROOT, fast.collection_id)
+    etag = manifests[0].etag
+    node.abandon()
+
+    second = await env.node(list(slow.pchannels))
+    owner2 = second.owner(slow.pchannels[0])
+    assert flushed_sid not in owner2.mem.segments  # skipped on replay
+    assert [g.num_rows for g in second.growing_segments(slow.collection_id, slow.vchannels[0])] == [
+        5
+    ]
+    await flushed(second, slow)
+    await flushed(second, fast)
+    assert await env.stored(fast.collection_id) == fast_rows
+    assert await env.stored(slow.collection_id) == slow_rows
+    again = await list_segments(env.objects, ROOT, fast.collection_id)
+    assert [m.etag for m in again] == [etag]  # not written twice
+
+
+class StuckReports:
+    """A coordinator whose ``report_flushed_segment`` never returns: the node "crashes" after
+    writing the segment and before registering it."""
+
+    def __init__(self, inner: LocalCoordinator) -> None:
+        self.inner = inner
+        self.reached = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def report_flushed_segment(self, *args: Any) -> None:
+        self.reached.set()
+        await asyncio.Event().wait()
+
+
+async def test_crash_between_writing_and_registering_a_segment(env: Env) -> None:
+    info = await env.collection("c")
+    stuck = StuckReports(env.coordinator)
+    node = await env.node(list(info.pchannels), coordinator=stuck)
+    rows = await env.insert(node, info, 6)
+    await node.delete(info.collection_id, None, info.vchannels[0], pa.array([rows[0]]))
+    ticket = await node.flush(info.collection_id, list(info.vchannels))
+    async with asyncio.timeout(5):
+        await stuck.reached.wait()
+    [manifest] = await list_segments(env.objects, ROOT, info.collection_id)
+    assert not await env.coordinator.list_segments(info.collection_id)
+    node.abandon()
+
+    second = await env.node(list(info.pchannels))
+    await until(lambda: second.flush_state(ticket))  # the new owner registers it
+    [again] = await list_segments(env.objects, ROOT, info.collection_id)
+    assert again.etag != manifest.etag  # only the delete log was appended again
+    assert again.insert_files == manifest.insert_files
+    assert await env.stored(info.collection_id) == rows
+    [registered] = await env.coordinator.list_segments(info.collection_id)
+    assert registered.segment_id == ticket.segment_ids[0] and registered.rows == 6
+
+
+async def test_drop_collection_forgets_growing_data_across_replays(env: Env) -> None:
+    info = await env.collection("c")
+    node = await env.node(list(info.pchannels))
+    await env.insert(node, info, 4)
+    await node.drop_collection(info.collection_id, list(info.vchannels))
+    assert node.growing_segments(info.collection_id, info.vchannels[0]) == []
+    node.abandon()
+    second = await env.node(list(info.pchannels))
+    assert second.growing_segments(info.collection_id, info.vchannels[0]) == []
+    assert second.owner(info.pchannels[0]).mem.dropped == {info.collection_id}
+
+
+# --- the injected clock --------------------------------------------------------------------------
+
+
+async def test_ticks_and_the_idle_rule_run_on_the_injected_clock(env: Env) -> None:
+    info = await env.collection("c")
+    clock = ManualClock()
+    policy = SegmentPolicy(max_idle=30.0, max_age=None)
+    node = await env.node(list(info.pchannels), clock=clock, policy=policy, time_tick_interval=1.0)
+    vchannel = info.vchannels[0]
+    await env.insert(node, info, 3)
+    ts = node.service_ts(vchannel)
+    await asyncio.sleep(0.1)  # real time passes, virtual time does not: no tick
+    assert node.service_ts(vchannel) == ts
+    await clock.advance(1.5)
+    await until(lambda: node.service_ts(vchannel) > ts)
+    assert await env.coordinator.list_segments(info.collection_id) == []
+    await clock.advance(31)  # idle for longer than max_idle: sealed and flushed
+    await until(lambda: env.coordinator.list_segments(info.collection_id))
+    assert node.growing_segments(info.collection_id, vchannel) == []
+
+
+# --- assignment ----------------------------------------------------------------------------------
+
+
+async def test_a_node_serves_what_the_coordinator_assigns_and_acks_it(env: Env) -> None:
+    info = await env.collection("c")
+    clock = RealClock()
+    session = NodeSession(env.meta, STREAMING, address="sn:1", clock=clock, ttl=5)
+    await session.start()
+    watcher = AssignmentWatcher(env.meta, session.node_id, clock)
+    manager = ChannelManager(env.meta, SessionRegistry(env.meta, clock), clock, 1)
+    await manager.start()
+    store = await LogStore.open(env.objects, env.meta, WalConfig(max_interval=0.001))
+    env.stores.append(store)
+    node = StreamingNode(
+        store, env.objects, env.coordinator, watcher=watcher, session=session, config=CONFIG
+    )
+    env.nodes.append(node)
+    try:
+        await node.start()
+        async with asyncio.timeout(5):
+            records = await manager.wait_until(
+                lambda r: all(x.state is ChannelState.ASSIGNED for x in r.values())
+            )
+        assert {r.owner for r in records.values()} == {session.node_id}
+        assert node.channels == list(info.pchannels)
+        rows = await env.insert(node, info, 3)
+        await flushed(node, info)
+        assert await env.stored(info.collection_id) == rows
+        await session.close()  # the session is gone: the node stops serving, loudly
+        with pytest.raises(Exception, match="session"):
+            async with asyncio.timeout(5):
+                await node.wait()
+    finally:
+        await manager.close()
+        await session.close()
+
+
+# --- the in-process coordinator service ----------------------------------------------------------
+
+
+async def test_local_coordinator_registry_and_ids(env: Env) -> None:
+    coord = env.coordinator
+    await coord.report_flushed_segment(5, 6, 8, "v", 100)
+    await coord.report_flushed_segment(5, 6, 7, "v", 50)
+    await coord.report_flushed_segment(5, 6, 8, "v", 100)  # a re-report changes nothing
+    await coord.report_flushed_segment(9, 6, 1, "w", 1)
+    assert [(s.segment_id, s.rows) for s in await coord.list_segments(5)] == [(7, 50), (8, 100)]
+    assert await coord.list_segments(4) == []
+    other = LocalCoordinator(env.meta, catalog=coord.catalog, tso=coord.tso, id_batch=10)
+    firsts = [
+        await coord.allocate_ids(5000),
+        await other.allocate_ids(7),
+        await other.allocate_ids(9),
+    ]
+    spans = sorted(zip(firsts, [5000, 7, 9], strict=True))
+    assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(spans))
+    t1, t2 = await coord.allocate_timestamp(), await coord.allocate_timestamp(3)
+    assert t2 > t1
+
+
+async def test_repeated_crashes_keep_every_acked_row_exactly_once(env: Env) -> None:
+    """Three generations of nodes, each crashing at a random moment while writers, seals (a
+    tiny row limit), flushes, deletes and checkpoints are in flight; the last one flushes."""
+    info = await env.collection("c")
+    rng = np.random.default_rng(7)
+    acked: set[int] = set()
+    deleted: set[int] = set()
+    pid, vchannel = info.partitions[0].partition_id, info.vchannels[0]
+    for _generation in range(3):
+        node = await env.node(list(info.pchannels), policy=SegmentPolicy(max_rows=120))
+
+        async def writer(node: StreamingNode = node) -> None:
+            while True:
+                table = env.batch(info, int(rng.integers(1, 30)))
+                await node.insert(info.collection_id, pid, vchannel, table)
+                acked.update(table.column("id").to_pylist())
+                if rng.random() < 0.2 and acked:
+                    victim = int(rng.choice(sorted(acked)))
+                    await node.delete(info.collection_id, None, vchannel, pa.array([victim]))
+                    deleted.add(victim)
+
+        tasks = [asyncio.create_task(writer()) for _ in range(4)]
+        await asyncio.sleep(float(rng.uniform(0.05, 0.3)))
+        node.abandon()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    final = await env.node(list(info.pchannels))
+    for seg in final.growing_segments(info.collection_id, vchannel):
+        pks = seg.to_table().column("id").to_pylist()
+        assert len(pks) == len(set(pks)), "a replayed row was applied twice"
+    await flushed(final, info)
+    stored = await env.stored(info.collection_id)
+    assert len(stored) == len(set(stored)), "a row was written twice"
+    assert acked <= set(stored), "an acknowledged row was lost"
+
+    async def deletes_durable() -> bool:  # the delete buffer is persisted right after a flush
+        hidden: set[int] = set()
+        for m in await list_segments(env.objects, ROOT, info.collection_id):
+            pks, _ = await read_deltas(env.objects, m)
+            hidden |= set(pks.to_pylist())
+        return deleted <= hidden
+
+    await until(deletes_durable)  # else: an acknowledged delete was lost
+
+
+async def test_a_channel_is_taken_over_again_after_a_storage_outage(env: Env) -> None:
+    info = await env.collection("c")
+    faulty = Faulty(env.objects)
+    wal = WalConfig(max_interval=0.001, put_attempts=2, retry_base_delay=0.001)
+    store = await LogStore.open(faulty, env.meta, wal)
+    env.stores.append(store)
+    node = StreamingNode(
+        store, faulty, env.coordinator, channels=list(info.pchannels), config=CONFIG,
+        restart_delay=0.02, max_restart_delay=0.05,
+    )  # fmt: skip
+    env.nodes.append(node)
+    await node.start()
+    before = await env.insert(node, info, 3)
+    faulty.down = True
+    with pytest.raises(Unavailable):  # the WAL append fails: the owner stops, loudly
+        await env.insert(node, info, 3)
+    with pytest.raises(ChannelNotOwned):  # while it is being taken over again
+        await env.insert(node, info, 3)
+    faulty.down = False
+    async with asyncio.timeout(5):
+        while True:  # polling a retrying takeover
+            with contextlib.suppress(ChannelNotOwned):
+                after = await env.insert(node, info, 3)
+                break
+            await asyncio.sleep(0.02)
+    assert node.failure is None
+    await flushed(node, info)
+    stored = await env.stored(info.collection_id)
+    assert set(before) | set(after) <= set(stored) and len(stored) == len(set(stored))
