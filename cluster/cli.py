@@ -49,6 +49,74 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+STANDALONE_EPILOG = """\
+examples:
+  canopy standalone                                  # ./canopy-data, 127.0.0.1:19530
+  canopy standalone --data-dir /var/lib/canopy --port 19531
+  canopy standalone --object-store 's3://canopy/data?endpoint=http://127.0.0.1:8333' \\
+                    --meta etcd://127.0.0.1:2379/canopy
+
+then, from Python:  MilvusClient(uri="http://127.0.0.1:19530")"""
+
+
+def _add_standalone(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = subparsers.add_parser(
+        "standalone",
+        help="run every role in one process (embedded storage by default)",
+        description=(
+            "Run Canopy with every role in one process: coordinator, streaming node and the "
+            "Milvus-API proxy. Without --object-store/--meta it keeps everything under "
+            "--data-dir (file:// objects, sqlite meta); stop with Ctrl-C or SIGTERM."
+        ),
+        epilog=STANDALONE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("--data-dir", default="./canopy-data", help="embedded data directory")
+    cmd.add_argument("--object-store", default="", help="object store URI (s3://, file://)")
+    cmd.add_argument("--meta", default="", help="meta store URI (etcd://, sqlite:///)")
+    cmd.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    cmd.add_argument("--port", type=int, default=19530, help="listen port (default 19530)")
+    cmd.add_argument(
+        "--channels",
+        type=int,
+        default=2,
+        help="physical channels (WAL logs); fixed when the data directory is first used",
+    )
+    cmd.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    cmd.set_defaults(func=_cmd_standalone)
+
+
+def _cmd_standalone(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from woodpecker.errors import CanopyError
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from cluster.standalone import Standalone, StandaloneConfig
+
+    if args.channels < 1:
+        raise CommandError("--channels must be at least 1")
+    config = StandaloneConfig(
+        data_dir=args.data_dir,
+        object_store=args.object_store,
+        meta=args.meta,
+        host=args.host,
+        port=args.port,
+        channels=args.channels,
+    )
+    try:
+        asyncio.run(Standalone(config).serve_forever())
+    except CanopyError as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}", exit_code=1) from None
+    except OSError as exc:
+        raise CommandError(f"cannot start: {exc}", exit_code=1) from None
+    return 0
+
+
 def _load_plugins(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
         entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -87,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "version", help="print the Canopy version", description="Print the Canopy version."
     )
     version.set_defaults(func=_cmd_version)
+    _add_standalone(subparsers)
     _load_plugins(subparsers)
     return parser
 
