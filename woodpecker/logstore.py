@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -234,13 +235,19 @@ class Log:
         lease = None
         if not self.store.conditional_writes:
             lease = await self._acquire_lock()
-        writer_rec = await self.store.catalog.bump_epoch(self.name)
-        epoch = writer_rec.record.epoch
-        for seg in await self.store.catalog.segments(self.name):
-            if seg.record.state is SegmentState.ACTIVE:
-                await recover_segment(
-                    self.store.objects, self.store.catalog, self.name, self.log_id, seg, epoch
-                )
+        try:
+            writer_rec = await self.store.catalog.bump_epoch(self.name)
+            epoch = writer_rec.record.epoch
+            for seg in await self.store.catalog.segments(self.name):
+                if seg.record.state is SegmentState.ACTIVE:
+                    await recover_segment(
+                        self.store.objects, self.store.catalog, self.name, self.log_id, seg, epoch
+                    )
+        except BaseException:
+            if lease is not None:  # else its keepalive holds the lock for good: no writer ever
+                with contextlib.suppress(CanopyError):
+                    await lease.revoke()
+            raise
         writer = LogWriter(self, writer_rec, self.store.config.interval_for(self.store.objects.uri))
         writer._lock_lease = lease
         if lease is not None:

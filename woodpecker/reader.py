@@ -173,7 +173,15 @@ class LogReader:
         (the segment is final now: re-read it through its footer)."""
         seg_id = record.segment_id
         if self._block_no is None:
-            self._block_no = await self._locate_block(seg_id, self._pos.entry_id)
+            try:
+                self._block_no = await self._locate_block(seg_id, self._pos.entry_id)
+            except ObjectNotFound:
+                # completed and compacted since we looked (numbered blocks deleted): if so,
+                # read it through its footer
+                refreshed = await self._refresh_segment(seg_id)
+                if refreshed is None or refreshed.record.state is not SegmentState.ACTIVE:
+                    return None
+                raise
         key = block_object(self._log.log_id, seg_id, self._block_no)
         try:
             data = await self._store.get(key)
