@@ -29,7 +29,7 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -168,3 +168,22 @@ def unique_prefix(request: pytest.FixtureRequest) -> str:
     and etcd keys: ``test_put_get-memory-3f9c2a1b``."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-.")[:60]
     return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def meta_uri(
+    request: pytest.FixtureRequest, tmp_path: Path, unique_prefix: str
+) -> Callable[[str], str]:
+    """``meta_uri(kind)`` for kind memory / sqlite / etcd: a MetaStore URI private to this test
+    (etcd: the session's real etcd under ``unique_prefix``)."""
+
+    def make(kind: str) -> str:
+        if kind == "memory":
+            return "memory://"
+        if kind == "sqlite":
+            return f"sqlite:///{tmp_path}/meta.db"
+        if kind == "etcd":
+            return request.getfixturevalue("etcd_service").uri(unique_prefix)
+        raise ValueError(f"unknown meta backend {kind!r}")
+
+    return make

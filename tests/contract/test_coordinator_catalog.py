@@ -7,7 +7,7 @@ coordinators; a ``Catalog`` on a reopened store is a restarted one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -70,14 +70,9 @@ class Stores:
 
 @pytest.fixture(params=BACKENDS)
 async def stores(
-    request: pytest.FixtureRequest, tmp_path, unique_prefix: str
+    request: pytest.FixtureRequest, meta_uri: Callable[[str], str]
 ) -> AsyncIterator[Stores]:
-    if request.param == "memory":
-        uri = "memory://"
-    elif request.param == "sqlite":
-        uri = f"sqlite:///{tmp_path}/meta.db"
-    else:
-        uri = request.getfixturevalue("etcd_service").uri(unique_prefix)
+    uri = meta_uri(request.param)
     result = Stores(request.param, uri)
     yield result
     for store in result.opened:

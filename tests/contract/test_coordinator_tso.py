@@ -7,7 +7,7 @@ first runs is a competing coordinator.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -47,14 +47,9 @@ class Stores:
 
 @pytest.fixture(params=BACKENDS)
 async def stores(
-    request: pytest.FixtureRequest, tmp_path, unique_prefix: str
+    request: pytest.FixtureRequest, meta_uri: Callable[[str], str]
 ) -> AsyncIterator[Stores]:
-    if request.param == "memory":
-        uri = "memory://"
-    elif request.param == "sqlite":
-        uri = f"sqlite:///{tmp_path}/meta.db"
-    else:
-        uri = request.getfixturevalue("etcd_service").uri(unique_prefix)
+    uri = meta_uri(request.param)
     result = Stores(request.param, uri)
     yield result
     for store in result.opened:

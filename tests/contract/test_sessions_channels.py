@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -41,30 +41,20 @@ TTL = 0.6  # requested; etcd grants 2 s
 CLOCK = RealClock()
 
 
-async def _open_meta(request: pytest.FixtureRequest, tmp_path, unique_prefix: str) -> MetaStore:  # type: ignore[no-untyped-def]
-    if request.param == "memory":
-        uri = "memory://"
-    elif request.param == "sqlite":
-        uri = f"sqlite:///{tmp_path}/meta.db"
-    else:
-        uri = request.getfixturevalue("etcd_service").uri(unique_prefix)
-    return open_meta_store(uri)
-
-
 @pytest.fixture(params=BACKENDS)
 async def meta(
-    request: pytest.FixtureRequest, tmp_path, unique_prefix: str
+    request: pytest.FixtureRequest, meta_uri: Callable[[str], str]
 ) -> AsyncIterator[MetaStore]:
-    store = await _open_meta(request, tmp_path, unique_prefix)
+    store = open_meta_store(meta_uri(request.param))
     yield store
     await store.close()
 
 
 @pytest.fixture(params=MANAGER_BACKENDS)
 async def manager_meta(
-    request: pytest.FixtureRequest, tmp_path, unique_prefix: str
+    request: pytest.FixtureRequest, meta_uri: Callable[[str], str]
 ) -> AsyncIterator[MetaStore]:
-    store = await _open_meta(request, tmp_path, unique_prefix)
+    store = open_meta_store(meta_uri(request.param))
     yield store
     await store.close()
 
