@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tables import format_table  # bench/tables.py: run as python bench/<name>.py
+
 from woodpecker.objectstore import open_object_store
 from woodpecker.objectstore.base import ObjectStore
 
@@ -181,23 +183,8 @@ def render(rows: list[Row], title: str) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     right = (False, False, True, True, True, True)
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    out = [title, line(header), rule]
-    previous = None
-    for row, cells in zip(rows, body, strict=True):
-        if previous is not None and row.backend != previous:
-            out.append(rule)
-        out.append(line(cells))
-        previous = row.backend
-    return "\n".join(out)
+    return format_table(title, header, body, right, [r.backend for r in rows])
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import pytest
+from meta_handles import Stores
 from pymilvus.grpc_gen import schema_pb2
 
 from cluster.coordinator.catalog import Catalog
@@ -28,7 +29,6 @@ from cluster.coordinator.errors import (
     PartitionNotFound,
 )
 from cluster.coordinator.records import CatalogSettings, CollectionState
-from woodpecker.meta import MetaStore, open_meta_store
 
 pytestmark = pytest.mark.contract
 
@@ -43,29 +43,6 @@ def schema(name: str, dim: int = 8) -> bytes:
     vec = s.fields.add(name="vector", data_type=schema_pb2.DataType.FloatVector, fieldID=101)
     vec.type_params.add(key="dim", value=str(dim))
     return s.SerializeToString()
-
-
-class Stores:
-    """``reopen()``: a new store object on the same data, as a restarted process sees it.
-    ``other()``: a store for a concurrent coordinator (etcd: another client; else the same)."""
-
-    def __init__(self, kind: str, uri: str) -> None:
-        self.kind, self.uri = kind, uri
-        self.opened: list[MetaStore] = []
-
-    async def reopen(self) -> MetaStore:
-        if self.kind == "memory" and self.opened:
-            return self.opened[0]
-        if self.kind == "sqlite" and self.opened:
-            await self.opened[-1].close()
-        self.opened.append(open_meta_store(self.uri))
-        return self.opened[-1]
-
-    async def other(self) -> MetaStore:
-        if self.kind != "etcd" and self.opened:
-            return self.opened[-1]
-        self.opened.append(open_meta_store(self.uri))
-        return self.opened[-1]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -89,7 +66,7 @@ async def catalog(stores: Stores) -> Catalog:
 async def test_default_database_and_persisted_settings(stores: Stores, catalog: Catalog) -> None:
     assert [d.name for d in await catalog.list_databases()] == ["default"]
     assert await catalog.list_collections("default") == []
-    again = Catalog(await stores.other(), num_physical_channels=99, cluster_prefix="other")
+    again = Catalog(await stores.concurrent(), num_physical_channels=99, cluster_prefix="other")
     assert await again.start() == CatalogSettings(4, "test")  # the first start's settings win
 
 
@@ -279,7 +256,7 @@ async def test_alter_collection_properties(catalog: Catalog) -> None:
 
 
 async def test_concurrent_creates_of_one_name_exactly_one_wins(stores: Stores) -> None:
-    catalogs = [Catalog(await stores.other()) for _ in range(6)]
+    catalogs = [Catalog(await stores.concurrent()) for _ in range(6)]
     results = await asyncio.gather(
         *(
             c.create_collection("default", "dup", schema("dup"), create_ts=i)
@@ -295,7 +272,7 @@ async def test_concurrent_creates_of_one_name_exactly_one_wins(stores: Stores) -
 
 async def test_ids_unique_across_50_concurrent_creates(stores: Stores) -> None:
     catalogs = [
-        Catalog(await stores.other(), num_physical_channels=16, id_batch=8) for _ in range(5)
+        Catalog(await stores.concurrent(), num_physical_channels=16, id_batch=8) for _ in range(5)
     ]
     created = await asyncio.gather(
         *(
@@ -323,7 +300,7 @@ async def _after_yields(n: int, aw: Awaitable[T]) -> T:
 
 
 async def test_drop_database_racing_creates_never_orphans(stores: Stores) -> None:
-    a, b = Catalog(await stores.other()), Catalog(await stores.other())
+    a, b = Catalog(await stores.concurrent()), Catalog(await stores.concurrent())
     outcomes = set()
     for round_ in range(10):  # stagger the two sides to vary the interleaving
         db = f"race{round_}"

@@ -10,39 +10,15 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from meta_handles import Stores
 
 from cluster.coordinator.errors import TsoFenced
 from cluster.coordinator.tso import TimestampOracle, physical_ms
 from woodpecker.clock import ManualClock, RealClock
-from woodpecker.meta import MetaStore, open_meta_store
 
 pytestmark = pytest.mark.contract
 
 BACKENDS = ["memory", "sqlite", "etcd"]
-
-
-class Stores:
-    """``reopen()``: a new store object on the same data, as a restarted process sees it (the
-    previous sqlite store is closed first: one process owns the file). ``second()``: a store for
-    a second, concurrent oracle (another client; for sqlite the same object)."""
-
-    def __init__(self, kind: str, uri: str) -> None:
-        self.kind, self.uri = kind, uri
-        self.opened: list[MetaStore] = []
-
-    async def reopen(self) -> MetaStore:
-        if self.kind == "memory" and self.opened:
-            return self.opened[0]
-        if self.kind == "sqlite" and self.opened:
-            await self.opened[-1].close()
-        self.opened.append(open_meta_store(self.uri))
-        return self.opened[-1]
-
-    async def second(self) -> MetaStore:
-        if self.kind in ("memory", "sqlite"):
-            return self.opened[-1]
-        self.opened.append(open_meta_store(self.uri))
-        return self.opened[-1]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -100,7 +76,7 @@ async def test_a_second_oracle_fences_the_first(stores: Stores) -> None:
     await first.start()
     before = await first.allocate()
     async with TimestampOracle(
-        await stores.second(), clock, window_ms=900, owner="second"
+        await stores.concurrent(), clock, window_ms=900, owner="second"
     ) as second:
         assert await second.allocate() > before
         clock._now += 5  # past first's window: its next allocation must renew, and fails
