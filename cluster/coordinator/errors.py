@@ -119,8 +119,67 @@ class PartitionExists(CoordinatorError):
         self.partition = partition
 
 
+class IndexNotFound(CoordinatorError):
+    """``index not found[indexName=x]``, or ``index not found[collection=c]`` when a collection
+    has no index (what Milvus answers a load without one). pymilvus reads code 700 as "no
+    index" in ``describe_index`` / ``list_indexes``."""
+
+    milvus_code = 700
+
+    def __init__(self, *, index_name: str | None = None, collection: str | None = None) -> None:
+        where = f"[indexName={index_name}]" if index_name is not None else ""
+        if collection is not None:
+            where += f"[collection={collection}]"
+        super().__init__(f"index not found{where}")
+        self.index_name = index_name
+        self.collection = collection
+
+
+class IndexNotSupported(CoordinatorError):
+    """An index type Canopy does not build (yet): ``<detail>: index type not
+    supported[indexType=X]`` (merr ``ErrIndexNotSupported``, 701)."""
+
+    milvus_code = 701
+
+    def __init__(self, index_type: str, detail: str) -> None:
+        super().__init__(f"{detail}: index type not supported[indexType={index_type}]")
+        self.index_type = index_type
+
+
+class IndexExists(CoordinatorError):
+    """A CreateIndex conflicting with an existing index of the collection: the same name with
+    another definition ("at most one distinct index is allowed per field") or a second index
+    on one field. Milvus's datacoord raises these as plain errors, so the code is 65535 (its
+    test suites match that code and the wording)."""
+
+    def __init__(self, detail: str, *, existing: object = None) -> None:
+        super().__init__(f"CreateIndex failed: {detail}")
+        self.existing = existing
+
+
+class IndexDuplicate(CoordinatorError):
+    """An empty index name where the collection has several indexes (merr
+    ``ErrIndexDuplicate``, 702, as Milvus's GetIndexState answers an ambiguous name)."""
+
+    milvus_code = 702
+
+    def __init__(self, index_name: str, detail: str | None = None) -> None:
+        prefix = f"{detail}: " if detail else ""
+        super().__init__(f"{prefix}index duplicates[indexName={index_name}]")
+        self.index_name = index_name
+
+
+class FieldNotFound(CoordinatorError):
+    """CreateIndex on a field the schema does not have (Milvus: a plain error, 65535)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"cannot create index on non-exist field: {field}")
+        self.field = field
+
+
 class NotAllowed(CoordinatorError):
-    """A refused operation: dropping ``default`` or ``_default``."""
+    """A refused operation: dropping ``default`` or ``_default``, dropping an index of a loaded
+    collection or a loaded partition (Milvus: plain errors, 65535)."""
 
 
 class LimitExceeded(CoordinatorError):

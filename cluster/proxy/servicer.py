@@ -7,11 +7,12 @@ Contract:
   raises; errors come back as the reply's ``Status`` (Milvus codes and wording, mapped in one
   place). Every other RPC of ``MilvusService`` answers gRPC UNIMPLEMENTED ("<RPC> is not
   implemented by Canopy"), which pymilvus does not retry (Search, Query, aliases, ...).
-- The read path's entry points that quick setup and ``create_index`` call answer clearly
-  instead: CreateIndex, LoadCollection and GetLoadingProgress with code 3000 ("... arrives with
-  the read path"), DescribeIndex with code 700 (no index exists), GetLoadState with
-  ``LoadStateNotLoad``. ``MilvusClient.create_collection(name, dimension=d)`` therefore creates
-  the collection and then raises the CreateIndex status.
+- Indexes and load state are catalog metadata (:mod:`cluster.proxy.indexes`): CreateIndex,
+  DescribeIndex, DropIndex, GetIndexState, GetIndexBuildProgress, LoadCollection,
+  ReleaseCollection, LoadPartitions, ReleasePartitions, GetLoadingProgress, GetLoadState. Index
+  builds and query nodes do not exist yet; what those RPCs report about them is documented
+  there (index state Finished with ``indexed_rows=0``, load progress 100 once recorded), so
+  ``MilvusClient.create_collection(name, dimension=d)`` (quick setup) completes.
 - The database of a request is its ``db_name`` field, else the ``dbname`` header pymilvus sends,
   else ``default``. The ``authorization`` header is accepted and ignored (no authentication
   yet); ``identifier`` echoes are ignored too.
@@ -22,8 +23,8 @@ Implemented: Connect, GetVersion, CheckHealth, AllocTimestamp; CreateDatabase, L
 DropDatabase, DescribeDatabase, AlterDatabase; CreateCollection, DescribeCollection,
 HasCollection, ShowCollections, DropCollection, AlterCollection, RenameCollection;
 CreatePartition, ShowPartitions, HasPartition, DropPartition; Insert, Upsert, Delete, Flush,
-GetFlushState; CreateIndex, DescribeIndex, LoadCollection, GetLoadingProgress, GetLoadState (as
-above). See :mod:`cluster.proxy.ddl` and :mod:`cluster.proxy.dml` for the semantics.
+GetFlushState; the index and load RPCs above. See :mod:`cluster.proxy.ddl`,
+:mod:`cluster.proxy.dml` and :mod:`cluster.proxy.indexes` for the semantics.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2, milvus_pb2_grpc
 
 from cluster.coordinator.catalog import Catalog
 from cluster.interfaces import CoordinatorService
-from cluster.milvus.status import IndexNotFound, MilvusError, NotSupportedYet, ok_status
+from cluster.milvus.status import ok_status
 from cluster.proxy.collections import Collections
 from cluster.proxy.ddl import DdlHandlers
 from cluster.proxy.dml import DmlHandlers
+from cluster.proxy.indexes import IndexHandlers
 from cluster.proxy.routing import StreamingRouter
 from cluster.proxy.rpc import request_db, rpc
 from woodpecker.clock import Clock
@@ -82,6 +84,7 @@ class ProxyServicer(milvus_pb2_grpc.MilvusServiceServicer):
         self.collections = Collections(catalog)
         self.ddl = DdlHandlers(coordinator, catalog, streaming_router, self.collections)
         self.dml = DmlHandlers(coordinator, streaming_router, self.collections, clock)
+        self.indexes = IndexHandlers(coordinator, catalog)
         # Connection identifiers: unique per proxy process, increasing (ms at start, then +1).
         self._identifiers = itertools.count(int(clock.now() * 1000))
         self._version = _canopy_version()
@@ -105,8 +108,12 @@ class ProxyServicer(milvus_pb2_grpc.MilvusServiceServicer):
 
     @rpc(milvus_pb2.CheckHealthResponse)
     async def CheckHealth(self, request: milvus_pb2.CheckHealthRequest, context: Ctx):
-        await self.catalog.start()  # answers once the catalog's meta store does
-        return milvus_pb2.CheckHealthResponse(status=ok_status(), isHealthy=True)
+        await self.catalog.start()  # answers once the catalog (the coordinator) does
+        unserved = getattr(self.router, "unserved", None)  # distributed routers know this
+        reasons = [f"channel {ch} has no live streaming node" for ch in (unserved or list)()]
+        return milvus_pb2.CheckHealthResponse(
+            status=ok_status(), isHealthy=not reasons, reasons=reasons
+        )
 
     @rpc(milvus_pb2.AllocTimestampResponse)
     async def AllocTimestamp(self, request: milvus_pb2.AllocTimestampRequest, context: Ctx):
@@ -205,43 +212,55 @@ class ProxyServicer(milvus_pb2_grpc.MilvusServiceServicer):
     async def GetFlushState(self, request: milvus_pb2.GetFlushStateRequest, context: Ctx):
         return await self.dml.get_flush_state(request, request_db(request, context))
 
-    # --- the read path's entry points: clear answers until it exists ---------------------------
+    # --- indexes ------------------------------------------------------------------------------
 
     @rpc(common_pb2.Status)
     async def CreateIndex(self, request: milvus_pb2.CreateIndexRequest, context: Ctx):
-        await self.collections.get(request_db(request, context), request.collection_name)
-        raise ReadPathNotYet("create index")
+        return await self.indexes.create_index(request, request_db(request, context))
 
     @rpc(milvus_pb2.DescribeIndexResponse)
     async def DescribeIndex(self, request: milvus_pb2.DescribeIndexRequest, context: Ctx):
-        coll = await self.collections.get(request_db(request, context), request.collection_name)
-        if request.index_name:
-            raise IndexNotFound(index_name=request.index_name)
-        raise IndexNotFound(collection=coll.info.name)  # true: no index can exist yet
+        return await self.indexes.describe_index(request, request_db(request, context))
+
+    @rpc(common_pb2.Status)
+    async def DropIndex(self, request: milvus_pb2.DropIndexRequest, context: Ctx):
+        return await self.indexes.drop_index(request, request_db(request, context))
+
+    @rpc(milvus_pb2.GetIndexStateResponse)
+    async def GetIndexState(self, request: milvus_pb2.GetIndexStateRequest, context: Ctx):
+        return await self.indexes.get_index_state(request, request_db(request, context))
+
+    @rpc(milvus_pb2.GetIndexBuildProgressResponse)
+    async def GetIndexBuildProgress(
+        self, request: milvus_pb2.GetIndexBuildProgressRequest, context: Ctx
+    ):
+        return await self.indexes.get_index_build_progress(request, request_db(request, context))
+
+    # --- load ----------------------------------------------------------------------------------
 
     @rpc(common_pb2.Status)
     async def LoadCollection(self, request: milvus_pb2.LoadCollectionRequest, context: Ctx):
-        await self.collections.get(request_db(request, context), request.collection_name)
-        raise ReadPathNotYet("load collection")
+        return await self.indexes.load_collection(request, request_db(request, context))
+
+    @rpc(common_pb2.Status)
+    async def ReleaseCollection(self, request: milvus_pb2.ReleaseCollectionRequest, context: Ctx):
+        return await self.indexes.release_collection(request, request_db(request, context))
+
+    @rpc(common_pb2.Status)
+    async def LoadPartitions(self, request: milvus_pb2.LoadPartitionsRequest, context: Ctx):
+        return await self.indexes.load_partitions(request, request_db(request, context))
+
+    @rpc(common_pb2.Status)
+    async def ReleasePartitions(self, request: milvus_pb2.ReleasePartitionsRequest, context: Ctx):
+        return await self.indexes.release_partitions(request, request_db(request, context))
 
     @rpc(milvus_pb2.GetLoadingProgressResponse)
     async def GetLoadingProgress(self, request: milvus_pb2.GetLoadingProgressRequest, context: Ctx):
-        await self.collections.get(request_db(request, context), request.collection_name)
-        raise ReadPathNotYet("loading progress")
+        return await self.indexes.get_loading_progress(request, request_db(request, context))
 
     @rpc(milvus_pb2.GetLoadStateResponse)
     async def GetLoadState(self, request: milvus_pb2.GetLoadStateRequest, context: Ctx):
-        await self.collections.get(request_db(request, context), request.collection_name)
-        return milvus_pb2.GetLoadStateResponse(
-            status=ok_status(), state=common_pb2.LoadState.LoadStateNotLoad
-        )
-
-
-class ReadPathNotYet(NotSupportedYet):
-    """Code 3000 for the read path's entry points (index, load) until it exists."""
-
-    def __init__(self, what: str) -> None:
-        MilvusError.__init__(self, f"{what} arrives with the read path (not in this build yet)")
+        return await self.indexes.get_load_state(request, request_db(request, context))
 
 
 def _unimplemented(name: str):

@@ -5,10 +5,7 @@ loop), over a Catalog + TimestampOracle on memory:// and an in-memory streaming 
 (``cluster.proxy.testing``) that records what reaches it. The synchronous client drives it as a
 user would.
 
-Quick setup (``create_collection(name, dimension=d)``) also calls CreateIndex and
-LoadCollection, which belong to the read path: the proxy answers them with code 3000, so quick
-setup raises after creating the collection (tested below); the other tests create collections
-with an explicit schema.
+Quick setup (``create_collection(name, dimension=d)``) is covered in test_pymilvus_indexes.py.
 """
 
 from __future__ import annotations
@@ -114,17 +111,6 @@ def test_connect_and_version(client: MilvusClient) -> None:
     assert client.get_server_version().startswith("v2.")
     detail = client.get_server_version(detail=True)
     assert str(detail["version"]).startswith("canopy-")
-
-
-def test_quick_setup_stops_at_the_read_path(client: MilvusClient) -> None:
-    with pytest.raises(MilvusException) as err:
-        client.create_collection("quick", dimension=8)
-    assert err.value.code == 3000 and "read path" in err.value.message
-    desc = client.describe_collection("quick")  # the collection itself was created
-    assert [(f["name"], f["field_id"]) for f in desc["fields"]] == [("id", 100), ("vector", 101)]
-    assert desc["enable_dynamic_field"] and desc["consistency_level_name"] == "Bounded"
-    assert client.get_load_state("quick")["state"].name == "NotLoad"
-    assert client.describe_index("quick", "vector") is None  # code 700: no index
 
 
 def test_explicit_schema_describe_list_has(client: MilvusClient) -> None:

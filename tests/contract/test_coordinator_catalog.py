@@ -22,13 +22,28 @@ from cluster.coordinator.errors import (
     DatabaseExists,
     DatabaseNotEmpty,
     DatabaseNotFound,
+    FieldNotFound,
+    IndexDuplicate,
+    IndexExists,
+    IndexNotFound,
+    IndexNotSupported,
     InvalidParameter,
     LimitExceeded,
     NotAllowed,
     PartitionExists,
     PartitionNotFound,
 )
-from cluster.coordinator.records import CatalogSettings, CollectionState
+from cluster.coordinator.records import (
+    CatalogSettings,
+    CollectionIndexes,
+    CollectionState,
+    IndexInfo,
+    IndexState,
+    LoadInfo,
+    LoadState,
+    indexes_key,
+    load_key,
+)
 
 pytestmark = pytest.mark.contract
 
@@ -37,11 +52,13 @@ T = TypeVar("T")
 BACKENDS = ["memory", "sqlite", "etcd"]
 
 
-def schema(name: str, dim: int = 8) -> bytes:
+def schema(name: str, dim: int = 8, *, scalar: bool = False) -> bytes:
     s = schema_pb2.CollectionSchema(name=name, enable_dynamic_field=True)
     s.fields.add(name="id", data_type=schema_pb2.DataType.Int64, is_primary_key=True, fieldID=100)
     vec = s.fields.add(name="vector", data_type=schema_pb2.DataType.FloatVector, fieldID=101)
     vec.type_params.add(key="dim", value=str(dim))
+    if scalar:
+        s.fields.add(name="tag", data_type=schema_pb2.DataType.Int64, fieldID=102)
     return s.SerializeToString()
 
 
@@ -367,3 +384,317 @@ async def test_empty_database_name_means_default(catalog: Catalog) -> None:
     await catalog.rename_collection("", "c", "d")
     assert [c.name for c in await catalog.list_collections("")] == ["d"]
     await catalog.drop_collection("", "d", drop_ts=4)
+
+
+# --- indexes and load state -----------------------------------------------------------------------
+
+HNSW = {"index_type": "HNSW", "metric_type": "L2", "M": "16", "efConstruction": "200"}
+
+
+async def test_index_lifecycle_and_idempotent_create(catalog: Catalog) -> None:
+    coll = await catalog.create_collection("default", "c", schema("c"), create_ts=1)
+    created = await catalog.create_index("default", "c", "vector", "", HNSW, create_ts=5)
+    assert (created.index_name, created.field_name, created.field_id) == ("vector", "vector", 101)
+    assert (created.index_type, created.metric_type) == ("HNSW", "L2")
+    assert created.params == {"M": "16", "efConstruction": "200"}
+    assert created.user_params == HNSW and created.state is IndexState.FINISHED
+    assert created.create_ts == 5 and created.collection_id == coll.collection_id
+    assert created.index_id not in (coll.collection_id, coll.partitions[0].partition_id)
+    assert IndexInfo.decode(created.encode()) == created
+    # the same definition again (older clients nest build params as JSON): the same record
+    nested = {
+        "index_type": "HNSW",
+        "metric_type": "L2",
+        "params": '{"M": 16, "efConstruction": 200}',
+    }
+    assert await catalog.create_index("default", "c", "vector", "", nested, create_ts=6) == created
+    assert (
+        await catalog.create_index("default", "c", "vector", "vector", HNSW, create_ts=7) == created
+    )
+    assert await catalog.list_indexes("default", "c") == [created]
+    assert await catalog.list_indexes(None, coll.collection_id) == [created]  # type: ignore[arg-type]
+    assert await catalog.describe_index("default", "c", "vector") == created
+    assert await catalog.describe_index("default", "c") == created  # the only one
+    with pytest.raises(IndexNotFound) as missing:
+        await catalog.describe_index("default", "c", "nope")
+    assert (missing.value.milvus_code, str(missing.value)) == (
+        700,
+        "index not found[indexName=nope]",
+    )
+
+    with pytest.raises(IndexExists) as dup:
+        await catalog.create_index("default", "c", "vector", "", {**HNSW, "M": "32"}, create_ts=8)
+    assert dup.value.milvus_code == 65535 and dup.value.existing == created
+    assert str(dup.value) == "CreateIndex failed: at most one distinct index is allowed per field"
+    with pytest.raises(IndexExists, match="creating multiple indexes on same field"):
+        await catalog.create_index("default", "c", "vector", "other", HNSW, create_ts=8)
+
+    assert await catalog.drop_index("default", "c", "vector") == created
+    assert await catalog.list_indexes("default", "c") == []
+    with pytest.raises(IndexNotFound, match=r"^index not found\[collection=c\]$"):
+        await catalog.describe_index("default", "c")
+    with pytest.raises(IndexNotFound):
+        await catalog.drop_index("default", "c", "vector")
+    again = await catalog.create_index(
+        "default", "c", "vector", "", {"metric_type": "ip"}, create_ts=9
+    )
+    assert (again.index_type, again.metric_type, again.params) == ("AUTOINDEX", "IP", {})
+    assert again.index_id != created.index_id
+    assert again.user_params == {"index_type": "AUTOINDEX", "metric_type": "IP"}
+
+
+async def test_index_defaults_and_names(catalog: Catalog) -> None:
+    await catalog.create_collection("default", "c", schema("c"), create_ts=1)
+    auto = await catalog.create_index("default", "c", "vector", "my_idx", {}, create_ts=2)
+    assert (auto.index_name, auto.index_type, auto.metric_type) == ("my_idx", "AUTOINDEX", "COSINE")
+    # an empty name means the field's existing index: a repeat, not a second index
+    assert await catalog.create_index("default", "c", "vector", "", {}, create_ts=3) == auto
+    lower = {"index_type": "flat", "metric_type": "cosine"}
+    with pytest.raises(IndexExists):
+        await catalog.create_index("default", "c", "vector", "", lower, create_ts=4)
+    await catalog.drop_index("default", "c")  # empty name: the only index
+    flat = await catalog.create_index("default", "c", "vector", "", lower, create_ts=4)
+    assert (flat.index_type, flat.metric_type) == ("FLAT", "COSINE")
+    for bad in ("1idx", "a-b", "x" * 256):
+        with pytest.raises(InvalidParameter):
+            await catalog.create_index("default", "c", "vector", bad, HNSW, create_ts=5)
+
+
+async def test_index_parameter_errors(catalog: Catalog) -> None:
+    await catalog.create_collection("default", "c", schema("c", scalar=True), create_ts=1)
+
+    async def create(field: str, params: dict[str, str]) -> None:
+        await catalog.create_index("default", "c", field, "", params, create_ts=2)
+
+    for index_type, words in [
+        ("IVF_FLAT", "index type IVF_FLAT is not supported yet"),
+        ("DISKANN", "index type DISKANN is not supported yet"),
+        ("STL_SORT", "scalar index STL_SORT is not supported yet"),
+        ("INVERTED", "scalar index INVERTED is not supported yet"),
+        ("BITMAP", "scalar index BITMAP is not supported yet"),
+        ("FOO", "invalid index type: FOO"),
+    ]:
+        with pytest.raises(IndexNotSupported) as err:
+            await create("vector", {"index_type": index_type, "metric_type": "L2"})
+        assert err.value.milvus_code == 701
+        assert str(err.value).startswith(words)
+        assert str(err.value).endswith(f"index type not supported[indexType={index_type}]")
+    for index_type in ("AUTOINDEX", "INVERTED", "STL_SORT", "BITMAP", ""):
+        with pytest.raises(IndexNotSupported, match="indexes on scalar fields are not supported"):
+            await create("tag", {"index_type": index_type} if index_type else {})
+    with pytest.raises(InvalidParameter, match="data type Int64 can't build with this index HNSW"):
+        await create("tag", HNSW)
+    with pytest.raises(InvalidParameter) as metric:
+        await create("vector", {"index_type": "HNSW", "metric_type": "HAMMING"})
+    assert metric.value.milvus_code == 1100
+    assert str(metric.value) == (
+        "metric type HAMMING not found or not supported, supported: [L2 IP COSINE]: "
+        "invalid parameter"
+    )
+    for key, value, words in [
+        ("M", "1", "param 'M' (1) should be in range [2, 2048]"),
+        ("M", "4096", "param 'M' (4096) should be in range [2, 2048]"),
+        ("M", "x", "param 'M' (x) should be integer"),
+        ("efConstruction", "0", "param 'efConstruction' (0) should be in range [1, 2147483647]"),
+    ]:
+        with pytest.raises(InvalidParameter) as bad:
+            await create("vector", {**HNSW, key: value})
+        assert str(bad.value) == f"{words}: invalid parameter"
+    with pytest.raises(InvalidParameter, match="index params should be a JSON object"):
+        await create("vector", {"index_type": "HNSW", "params": "[1"})
+    with pytest.raises(FieldNotFound) as field:
+        await create("zz", HNSW)
+    assert (field.value.milvus_code, str(field.value)) == (
+        65535,
+        "cannot create index on non-exist field: zz",
+    )
+    with pytest.raises(CollectionNotFound):
+        await catalog.create_index("default", "nope", "vector", "", HNSW, create_ts=3)
+    with pytest.raises(DatabaseNotFound):
+        await catalog.list_indexes("nodb", "c")
+    assert await catalog.list_indexes("default", "c") == []  # nothing was created
+
+
+async def test_load_needs_an_index_and_pins_it(catalog: Catalog) -> None:
+    coll = await catalog.create_collection("default", "c", schema("c"), create_ts=1)
+    cid = coll.collection_id
+    assert await catalog.load_state("default", "c") == LoadInfo(cid, LoadState.NOT_LOAD)
+    with pytest.raises(IndexNotFound) as err:
+        await catalog.set_load_state("default", "c", True)
+    assert (err.value.milvus_code, str(err.value)) == (700, "index not found[collection=c]")
+    await catalog.create_index("default", "c", "vector", "", HNSW, create_ts=2)
+    loaded = await catalog.set_load_state("default", "c", True)
+    assert loaded == LoadInfo(cid, LoadState.LOADED, load_all=True, replicas=1)
+    assert LoadInfo.decode(loaded.encode()) == loaded
+    assert await catalog.load_state("default", "c") == loaded
+    assert await catalog.set_load_state("default", "c", True, replicas=0) == loaded  # again: no-op
+    with pytest.raises(InvalidParameter, match="different replica number 1 existed"):
+        await catalog.set_load_state("default", "c", True, replicas=2)
+    with pytest.raises(NotAllowed) as refused:
+        await catalog.drop_index("default", "c", "vector")
+    assert refused.value.milvus_code == 65535
+    assert str(refused.value) == (
+        "index cannot be dropped, collection is loaded, please release it first"
+    )
+    released = await catalog.set_load_state("default", "c", False)
+    assert released == LoadInfo(cid, LoadState.NOT_LOAD)
+    assert await catalog.set_load_state("default", "c", False) == released  # again: no-op
+    assert (await catalog.load_state("default", "c")).state is LoadState.NOT_LOAD
+    await catalog.drop_index("default", "c", "vector")
+    with pytest.raises(IndexNotFound):
+        await catalog.set_load_state("default", "c", True)
+    with pytest.raises(CollectionNotFound):
+        await catalog.set_load_state("default", "nope", True)
+    with pytest.raises(CollectionNotFound):
+        await catalog.load_state("default", "nope")
+
+
+async def test_partition_loads_and_releases(catalog: Catalog) -> None:
+    await catalog.create_collection("default", "c", schema("c"), create_ts=1)
+    p1 = await catalog.create_partition("default", "c", "p1", create_ts=2)
+    await catalog.create_partition("default", "c", "p2", create_ts=3)
+    await catalog.create_index("default", "c", "vector", "", HNSW, create_ts=4)
+
+    async def state(*parts: str) -> LoadState:
+        return (await catalog.load_state("default", "c", list(parts) or None)).state
+
+    with pytest.raises(IndexNotFound):  # load partitions also needs the index
+        await catalog.create_collection("default", "bare", schema("bare"), create_ts=5)
+        await catalog.set_load_state("default", "bare", True, ["_default"])
+    loaded = await catalog.set_load_state("default", "c", True, ["p1"])
+    assert (loaded.load_all, loaded.partition_ids) == (False, (p1.partition_id,))
+    assert await state() is LoadState.LOADED  # something is loaded
+    assert await state("p1") is LoadState.LOADED
+    assert await state("p2") is LoadState.NOT_LOAD and await state("p1", "p2") is LoadState.NOT_LOAD
+    with pytest.raises(PartitionNotFound):
+        await state("zz")
+    with pytest.raises(PartitionNotFound):
+        await catalog.set_load_state("default", "c", True, ["zz"])
+    with pytest.raises(InvalidParameter):
+        await catalog.set_load_state("default", "c", True, [])
+    with pytest.raises(NotAllowed, match="partition cannot be dropped, partition is loaded"):
+        await catalog.drop_partition("default", "c", "p1", drop_ts=6)
+    await catalog.drop_partition("default", "c", "p2", drop_ts=6)  # not loaded: fine
+    with pytest.raises(NotAllowed, match="collection is loaded"):
+        await catalog.drop_index("default", "c")
+
+    await catalog.set_load_state("default", "c", True)  # the whole collection now
+    await catalog.create_partition("default", "c", "p3", create_ts=7)
+    assert await state("p3", "_default", "p1") is LoadState.LOADED  # later partitions too
+    after = await catalog.set_load_state("default", "c", False, ["p1"])
+    assert not after.load_all and await state("p1") is LoadState.NOT_LOAD
+    assert await state("_default", "p3") is LoadState.LOADED
+    await catalog.drop_partition("default", "c", "p1", drop_ts=8)  # released: fine
+    await catalog.set_load_state("default", "c", False, ["_default", "p3"])  # the last ones
+    assert await state() is LoadState.NOT_LOAD
+    await catalog.drop_index("default", "c")
+
+
+async def test_drop_collection_releases_and_hides_its_indexes(catalog: Catalog) -> None:
+    coll = await catalog.create_collection("default", "c", schema("c"), create_ts=1)
+    cid = coll.collection_id
+    await catalog.create_index("default", "c", "vector", "", HNSW, create_ts=2)
+    await catalog.set_load_state("default", "c", True)
+    await catalog.drop_collection("default", "c", drop_ts=3)  # allowed while loaded, as Milvus
+    assert await catalog.meta.get(load_key(cid)) is None
+    assert await catalog.meta.get(indexes_key(cid)) is not None  # kept for garbage collection
+    for call in (
+        catalog.list_indexes("default", "c"),
+        catalog.load_state("default", "c"),
+        catalog.describe_index("default", "c", "vector"),
+        catalog.create_index("default", "c", "vector", "", HNSW, create_ts=4),
+        catalog.set_load_state("default", "c", True),
+    ):
+        with pytest.raises(CollectionNotFound):
+            await call
+    again = await catalog.create_collection("default", "c", schema("c"), create_ts=5)
+    assert await catalog.list_indexes("default", "c") == []
+    assert (await catalog.load_state("default", "c")).state is LoadState.NOT_LOAD
+    await catalog.purge_dropped_collection(cid)
+    assert await catalog.meta.get(indexes_key(cid)) is None
+    # renames keep indexes and load state (they are keyed by id)
+    await catalog.create_index("default", "c", "vector", "", HNSW, create_ts=6)
+    await catalog.set_load_state("default", "c", True)
+    await catalog.rename_collection("default", "c", "d")
+    assert [i.collection_id for i in await catalog.list_indexes("default", "d")] == [
+        again.collection_id
+    ]
+    assert (await catalog.load_state("default", "d")).state is LoadState.LOADED
+
+
+async def test_concurrent_index_creates_one_per_field(stores: Stores) -> None:
+    catalogs = [Catalog(await stores.concurrent()) for _ in range(5)]
+    await catalogs[0].create_collection("default", "c", schema("c"), create_ts=1)
+    results = await asyncio.gather(
+        *(
+            c.create_index("default", "c", "vector", f"idx{i}", HNSW, create_ts=i)
+            for i, c in enumerate(catalogs)
+        ),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, IndexInfo)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, IndexExists) for r in results if r not in winners)
+    assert await catalogs[1].list_indexes("default", "c") == winners
+    # the same definition from everyone at once: all get the one record
+    await catalogs[0].create_collection("default", "d", schema("d"), create_ts=1)
+    same = await asyncio.gather(
+        *(c.create_index("default", "d", "vector", "", HNSW, create_ts=2) for c in catalogs)
+    )
+    assert len({r.index_id for r in same}) == 1
+
+
+async def test_load_racing_drop_index_never_loads_without_an_index(stores: Stores) -> None:
+    a, b = Catalog(await stores.concurrent()), Catalog(await stores.concurrent())
+    outcomes = set()
+    for round_ in range(8):
+        name = f"race{round_}"
+        await a.create_collection("default", name, schema(name), create_ts=1)
+        await a.create_index("default", name, "vector", "", HNSW, create_ts=2)
+        load, drop = await asyncio.gather(
+            _after_yields(round_ % 4, a.set_load_state("default", name, True)),
+            _after_yields(0 if round_ % 4 else 2, b.drop_index("default", name)),
+            return_exceptions=True,
+        )
+        indexes = await b.list_indexes("default", name)
+        state = (await b.load_state("default", name)).state
+        if isinstance(load, BaseException):
+            assert isinstance(load, IndexNotFound) and isinstance(drop, IndexInfo), (load, drop)
+            assert indexes == [] and state is LoadState.NOT_LOAD
+            outcomes.add("drop won")
+        else:
+            assert isinstance(drop, NotAllowed), drop
+            assert len(indexes) == 1 and state is LoadState.LOADED
+            outcomes.add("load won")
+    if stores.kind == "memory":
+        assert outcomes == {"drop won", "load won"}
+
+
+async def test_restart_sees_indexes_and_load_state(stores: Stores) -> None:
+    first = Catalog(await stores.reopen())
+    await first.create_collection("default", "c", schema("c"), create_ts=1)
+    index = await first.create_index("default", "c", "vector", "", HNSW, create_ts=2)
+    loaded = await first.set_load_state("default", "c", True)
+    after = Catalog(await stores.reopen())
+    assert await after.list_indexes("default", "c") == [index]
+    assert await after.load_state("default", "c") == loaded
+    raw = await after.meta.get(indexes_key(index.collection_id))
+    assert raw is not None and CollectionIndexes.decode(raw.value).indexes == (index,)
+
+
+def test_index_error_codes_and_messages() -> None:
+    cases: list[tuple[CoordinatorError, int, str]] = [
+        (IndexNotFound(index_name="i"), 700, "index not found[indexName=i]"),
+        (IndexNotFound(collection="c"), 700, "index not found[collection=c]"),
+        (
+            IndexNotSupported("X", "invalid index type: X"),
+            701,
+            "invalid index type: X: index type not supported[indexType=X]",
+        ),
+        (IndexDuplicate("", "ambiguous"), 702, "ambiguous: index duplicates[indexName=]"),
+        (IndexExists("why"), 65535, "CreateIndex failed: why"),
+        (FieldNotFound("f"), 65535, "cannot create index on non-exist field: f"),
+    ]
+    for error, code, message in cases:
+        assert (error.milvus_code, str(error)) == (code, message)
+        assert not error.retryable

@@ -454,20 +454,3 @@ async def test_partition_key_collection(h: ProxyHarness) -> None:
 # --- the read path's entry points ----------------------------------------------------------------
 
 
-async def test_read_path_entry_points_answer_clearly(h: ProxyHarness) -> None:
-    s, ctx = h.servicer, FakeContext()
-    await create(h, "c")
-    status = await s.CreateIndex(milvus_pb2.CreateIndexRequest(collection_name="c"), ctx)
-    assert status.code == 3000 and "read path" in status.reason
-    status = await s.LoadCollection(milvus_pb2.LoadCollectionRequest(collection_name="c"), ctx)
-    assert status.code == 3000
-    progress = await s.GetLoadingProgress(
-        milvus_pb2.GetLoadingProgressRequest(collection_name="c"), ctx
-    )
-    assert progress.status.code == 3000
-    index = await s.DescribeIndex(milvus_pb2.DescribeIndexRequest(collection_name="c"), ctx)
-    assert (index.status.code, index.status.reason) == (700, "index not found[collection=c]")
-    state = await s.GetLoadState(milvus_pb2.GetLoadStateRequest(collection_name="c"), ctx)
-    assert state.status.code == 0 and state.state == common_pb2.LoadState.LoadStateNotLoad
-    missing = await s.CreateIndex(milvus_pb2.CreateIndexRequest(collection_name="zz"), ctx)
-    assert missing.code == 100

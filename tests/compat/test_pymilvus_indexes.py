@@ -1,0 +1,137 @@
+"""The official pymilvus ``MilvusClient`` against the Canopy proxy: indexes and load state.
+
+Same setup as ``test_pymilvus_ddl.py`` (its :class:`BackgroundProxy`: a real ``grpc.aio`` server
+in a background thread over a memory catalog and an in-memory streaming node). Index builds and
+query nodes do not exist yet: indexes and loads are catalog metadata, which is what quick setup
+(``create_collection(name, dimension=d)``) needs to complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus.client.types import LoadState
+from test_pymilvus_ddl import BackgroundProxy
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[BackgroundProxy]:
+    bg = BackgroundProxy()
+    try:
+        yield bg
+    finally:
+        bg.close()
+
+
+@pytest.fixture
+def client(proxy: BackgroundProxy) -> Iterator[MilvusClient]:
+    c = MilvusClient(uri=proxy.uri)
+    try:
+        yield c
+    finally:
+        for name in c.list_collections():
+            c.drop_collection(name)
+        c.close()
+
+
+def explicit_schema(client: MilvusClient) -> object:
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("vec", DataType.FLOAT_VECTOR, dim=8)
+    schema.add_field("score", DataType.FLOAT)
+    return schema
+
+
+def test_quick_setup_indexes_and_loads(client: MilvusClient) -> None:
+    client.create_collection("q", dimension=8)  # CreateIndex, DescribeIndex, Load, progress
+    desc = client.describe_collection("q")
+    assert [(f["name"], f["field_id"]) for f in desc["fields"]] == [("id", 100), ("vector", 101)]
+    assert client.list_indexes("q") == ["vector"]
+    assert client.list_indexes("q", field_name="id") == []
+    index = client.describe_index("q", "vector")
+    assert index is not None
+    assert (index["index_type"], index["metric_type"]) == ("AUTOINDEX", "COSINE")
+    assert (index["field_name"], index["index_name"], index["state"]) == (
+        "vector",
+        "vector",
+        "Finished",
+    )
+    assert (index["total_rows"], index["indexed_rows"], index["pending_index_rows"]) == (0, 0, 0)
+    assert client.get_load_state("q")["state"] == LoadState.Loaded
+
+    with pytest.raises(MilvusException) as err:  # Milvus refuses this while loaded
+        client.drop_index("q", "vector")
+    assert err.value.code == 65535 and "please release it first" in err.value.message
+    client.release_collection("q")
+    assert client.get_load_state("q")["state"] == LoadState.NotLoad
+    client.drop_index("q", "vector")
+    assert client.list_indexes("q") == []
+    assert client.describe_index("q", "vector") is None  # code 700: no such index
+    with pytest.raises(MilvusException) as err:
+        client.load_collection("q")
+    assert (err.value.code, err.value.message) == (700, "index not found[collection=q]")
+    client.drop_collection("q")
+    assert not client.has_collection("q")
+
+
+def test_create_index_with_explicit_hnsw_params(client: MilvusClient) -> None:
+    client.create_collection("h", schema=explicit_schema(client))
+    assert client.get_load_state("h")["state"] == LoadState.NotLoad
+    params = client.prepare_index_params()
+    params.add_index(
+        "vec", index_type="HNSW", index_name="vec_idx", metric_type="L2", M=16, efConstruction=64
+    )
+    client.create_index("h", params)
+    client.create_index("h", params)  # the same definition again: fine, as in Milvus
+    index = client.describe_index("h", "vec_idx")
+    assert index is not None
+    assert (index["index_type"], index["metric_type"], index["field_name"]) == ("HNSW", "L2", "vec")
+    assert (index["M"], index["efConstruction"]) == ("16", "64")
+    client.load_collection("h")
+    assert client.get_load_state("h")["state"] == LoadState.Loaded
+    assert client.get_load_state("h", partition_name="_default")["state"] == LoadState.Loaded
+
+    client.release_collection("h")
+    client.load_partitions("h", ["_default"])
+    assert client.get_load_state("h", partition_name="_default")["state"] == LoadState.Loaded
+    client.release_partitions("h", ["_default"])
+    assert client.get_load_state("h")["state"] == LoadState.NotLoad
+
+    other = client.prepare_index_params()
+    other.add_index("vec", index_type="HNSW", index_name="vec_idx", metric_type="L2", M=32)
+    with pytest.raises(MilvusException) as err:
+        client.create_index("h", other)
+    assert err.value.code == 65535
+    assert "at most one distinct index is allowed per field" in err.value.message
+
+
+def test_index_errors(client: MilvusClient) -> None:
+    client.create_collection("e", schema=explicit_schema(client))
+    for index_type, field in (("IVF_FLAT", "vec"), ("INVERTED", "score"), ("NOT_AN_INDEX", "vec")):
+        params = client.prepare_index_params()
+        params.add_index(field, index_type=index_type, metric_type="L2")
+        with pytest.raises(MilvusException) as err:
+            client.create_index("e", params)
+        assert err.value.code == 701, (index_type, err.value)
+        assert f"index type not supported[indexType={index_type}]" in err.value.message
+    bad_m = client.prepare_index_params()
+    bad_m.add_index("vec", index_type="HNSW", metric_type="L2", M=1)
+    with pytest.raises(MilvusException) as err:
+        client.create_index("e", bad_m)
+    assert err.value.code == 1100 and "param 'M' (1)" in err.value.message
+    bad_metric = client.prepare_index_params()
+    bad_metric.add_index("vec", index_type="FLAT", metric_type="JACCARD")
+    with pytest.raises(MilvusException) as err:
+        client.create_index("e", bad_metric)
+    assert err.value.code == 1100
+    assert client.describe_index("e", "missing") is None  # code 700
+    with pytest.raises(MilvusException) as err:  # GetIndexState of a missing index: code 700
+        client._get_connection().get_index_state("e", "missing")
+    assert err.value.code == 700 and err.value.message == "index not found[indexName=missing]"
+    with pytest.raises(MilvusException) as err:
+        client.get_load_state("missing")
+    assert err.value.code == 100
+    client.drop_collection("e")
+    assert client.list_collections() == []
