@@ -117,6 +117,94 @@ def _cmd_standalone(args: argparse.Namespace) -> int:
     return 0
 
 
+ROLE_EPILOG = """\
+configuration: a YAML file (every key: deploy/canopy.example.yaml) plus environment
+overrides CANOPY_<KEY> / CANOPY_<SECTION>__<KEY>, e.g.
+  CANOPY_META=etcd://127.0.0.1:2379/canopy CANOPY_PROXY__PORT=19531 canopy proxy -c canopy.yaml
+
+start order does not matter: roles wait for each other (coordinator first is fastest)."""
+
+ROLES = {
+    "coordinator": (
+        "run the coordinator (timestamps, catalog, channel assignment)",
+        "Run the coordinator: the timestamp oracle, the catalog (databases, collections, "
+        "partitions), the segment registry and the channel manager that assigns each WAL "
+        "channel to one live streaming node. One per cluster.",
+    ),
+    "proxy": (
+        "run a Milvus-API proxy (stateless; run several behind a load balancer)",
+        "Run a stateless proxy serving the Milvus gRPC API (pymilvus connects here). It sends "
+        "DDL to the coordinator and each write to the streaming node owning its shard.",
+    ),
+    "streaming-node": (
+        "run a streaming node (owns WAL channels, writes segments)",
+        "Run a streaming node: it takes over the WAL channels the coordinator assigns to it, "
+        "stamps and appends writes, keeps growing segments and flushes sealed ones to object "
+        "storage as Parquet.",
+    ),
+}
+
+
+def _add_roles(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for role, (summary, description) in ROLES.items():
+        cmd = subparsers.add_parser(
+            role,
+            help=summary,
+            description=description,
+            epilog=ROLE_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_argument(
+            "-c",
+            "--config",
+            default=None,
+            help="YAML config file (default: $CANOPY_CONFIG, else defaults + env overrides)",
+        )
+        cmd.add_argument(
+            "--print-config",
+            action="store_true",
+            help="print the effective configuration (file + env) as YAML and exit",
+        )
+        cmd.set_defaults(func=_cmd_role, role=role)
+
+
+def _cmd_role(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import os
+
+    from cluster.config import load_config
+    from woodpecker.errors import CanopyError
+
+    path = args.config or os.environ.get("CANOPY_CONFIG") or None
+    try:
+        config = load_config(path)
+    except CanopyError as exc:
+        raise CommandError(str(exc)) from None
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), end="")
+        return 0
+    from cluster.roles import CoordinatorRole, ProxyRole, StreamingRole, serve
+    from cluster.roles.base import configure_logging
+
+    configure_logging(config.log.level, config.log.format, args.role)
+    factory = {
+        "coordinator": CoordinatorRole,
+        "proxy": ProxyRole,
+        "streaming-node": StreamingRole,
+    }[args.role]
+    try:
+        role = factory(config)
+        asyncio.run(serve(role))
+    except CanopyError as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}", exit_code=1) from None
+    except OSError as exc:
+        raise CommandError(f"cannot start: {exc}", exit_code=1) from None
+    return 0
+
+
 def _load_plugins(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     try:
         entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -156,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     version.set_defaults(func=_cmd_version)
     _add_standalone(subparsers)
+    _add_roles(subparsers)
     _load_plugins(subparsers)
     return parser
 

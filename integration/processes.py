@@ -318,6 +318,21 @@ def stop_pid(pid: int, timeout: float = STOP_TIMEOUT) -> None:
     _forget(pid)
 
 
+def kill_pid(pid: int) -> None:
+    """SIGKILL the process group led by ``pid`` (a process started here) and reap it: a crash,
+    with no chance to clean up. A no-op for a process already reaped."""
+    proc = _children.get(pid)
+    if proc is not None and proc.returncode is not None:
+        _forget(pid)
+        return
+    _kill_group(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()
+    elif not _wait_gone(pid, time.monotonic() + 10.0):
+        raise ServiceError(f"process {pid} did not exit after SIGKILL")
+    _forget(pid)
+
+
 def _forget(pid: int) -> None:
     with _owned_lock:
         _owned.pop(pid, None)

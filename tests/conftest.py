@@ -187,3 +187,11 @@ def meta_uri(
         raise ValueError(f"unknown meta backend {kind!r}")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def local_cluster_services(
+    etcd_service: EtcdService, seaweedfs_service: S3Service
+) -> tuple[EtcdService, S3Service]:
+    """The shared ``local_cluster`` (integration.pytest_plugin) runs on the session services."""
+    return etcd_service, seaweedfs_service

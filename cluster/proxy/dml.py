@@ -52,7 +52,7 @@ from cluster.milvus.status import (
 )
 from cluster.proxy.collections import Collection, Collections
 from cluster.proxy.pk_expr import parse_pk_list
-from cluster.proxy.routing import StreamingRouter, group_by_service
+from cluster.proxy.routing import REROUTE_ERRORS, StreamingRouter, call_owner
 from woodpecker.clock import Clock
 
 __all__ = ["DeleteByFilterNotSupported", "DmlHandlers"]
@@ -206,9 +206,22 @@ class DmlHandlers:
         cid = coll.info.collection_id
 
         async def run(vchannel: str, plan: _Plan) -> list[WriteAck]:
-            service = await self.router.service_for(vchannel)
-            acks = [await service.delete(cid, pid, vchannel, pks) for pid, pks in plan.deletes]
-            acks += [await service.insert(cid, pid, vchannel, t) for pid, t in plan.inserts]
+            # In order, each at the vchannel's current owner (a moved channel is retried there).
+            acks = []
+            for pid, pks in plan.deletes:
+                acks.append(
+                    await call_owner(
+                        self.router, vchannel, lambda s, p=pid, k=pks: s.delete(cid, p, vchannel, k)
+                    )
+                )
+            for pid, table in plan.inserts:
+                acks.append(
+                    await call_owner(
+                        self.router,
+                        vchannel,
+                        lambda s, p=pid, t=table: s.insert(cid, p, vchannel, t),
+                    )
+                )
             return acks
 
         results = await _gather_all([run(v, p) for v, p in plans.items()])
@@ -246,13 +259,11 @@ class DmlHandlers:
         for name in req.collection_names:
             coll = await self.collections.get(db, name)
             cid = coll.info.collection_id
-            groups = await group_by_service(self.router, coll.info.vchannels)
-            tickets = await _gather_all([s.flush(cid, vcs) for s, vcs in groups])
-            flush_ts = max((t.flush_ts for t in tickets), default=0)
+            issued = await self._flush_all(cid, coll.info.vchannels)
+            flush_ts = max((t.flush_ts for _, t in issued), default=0)
             if not flush_ts:
                 flush_ts = await self.coordinator.allocate_timestamp()
-            segments = sorted({s for t in tickets for s in t.segment_ids})
-            issued = [(s, t) for (s, _), t in zip(groups, tickets, strict=True)]
+            segments = sorted({s for _, t in issued for s in t.segment_ids})
             self._remember((cid, flush_ts), issued)
             reply.coll_segIDs[name].data.extend(segments)
             reply.flush_coll_segIDs[name].data.extend([])
@@ -277,11 +288,54 @@ class DmlHandlers:
             return milvus_pb2.GetFlushStateResponse(status=ok_status(), flushed=True)
         issued = self._tickets.get((cid, req.flush_ts))
         if issued is None:
+            # Another proxy issued the flush (or this one forgot it): every owner decides for
+            # the whole ticket (segments it does not know are looked up in the registry).
             whole = FlushTicket(cid, tuple(req.segmentIDs), req.flush_ts)
-            groups = await group_by_service(self.router, coll.info.vchannels)
-            issued = [(service, whole) for service, _ in groups]
-        states = await _gather_all([s.flush_state(t) for s, t in issued])
+            states = await _gather_all(
+                [
+                    call_owner(self.router, v, lambda s: s.flush_state(whole))
+                    for v in coll.info.vchannels
+                ]
+            )
+        else:
+            states = await _gather_all([s.flush_state(t) for s, t in issued])
         return milvus_pb2.GetFlushStateResponse(status=ok_status(), flushed=all(states))
+
+    async def _flush_all(
+        self, collection_id: int, vchannels: Sequence[str]
+    ) -> list[tuple[StreamingService, FlushTicket]]:
+        """Flush every vchannel: one call per owning node; a group refused because a channel
+        moved is redone vchannel by vchannel at the current owners. (owner, ticket) pairs."""
+
+        async def group(service: StreamingService, vcs: list[str]) -> list:
+            try:
+                return [(service, await service.flush(collection_id, vcs))]
+            except REROUTE_ERRORS:
+                return await _gather_all([one(v) for v in vcs])
+
+        async def one(vchannel: str) -> tuple[StreamingService, FlushTicket]:
+            async def flush(service: StreamingService) -> tuple[StreamingService, FlushTicket]:
+                return service, await service.flush(collection_id, [vchannel])
+
+            return await call_owner(self.router, vchannel, flush)
+
+        groups: dict[int, tuple[StreamingService, list[str]]] = {}
+        loose: list[str] = []
+        for vchannel in vchannels:
+            try:
+                service = await self.router.service_for(vchannel)
+            except REROUTE_ERRORS:
+                loose.append(vchannel)
+                continue
+            groups.setdefault(id(service), (service, []))[1].append(vchannel)
+        parts = await _gather_all(
+            [group(s, vcs) for s, vcs in groups.values()] + [_listed(one(v)) for v in loose]
+        )
+        return [pair for part in parts for pair in part]
+
+
+async def _listed(aw: Awaitable[T]) -> list[T]:
+    return [await aw]
 
 
 async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:

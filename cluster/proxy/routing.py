@@ -7,6 +7,13 @@ see fit (the channel assignment changes only when a node joins, leaves or is reb
 Errors: an unassigned channel (no live owner) should raise a retryable
 ``woodpecker.errors.CanopyError`` (the client then sees code 2, service unavailable).
 
+:func:`call_owner` is how every caller uses a router: it retries a call that the streaming node
+refused *before* doing anything (:data:`REROUTE_ERRORS`: the channel moved, has no owner yet, or
+the node is closing) or that never left the proxy (``Unavailable`` with ``outcome_unknown``
+false: the owner could not be reached, e.g. it crashed and its lease has not expired yet) at the
+channel's owner for up to ``router.retry_for`` seconds. A call that may have been applied
+(``Unavailable`` with ``outcome_unknown``) is never retried here: only the client may decide.
+
 :class:`StaticRouter` (one service for every vchannel: standalone mode and tests) and
 :class:`MappingRouter` (an explicit ``vchannel -> service`` map) are the simple cases;
 :func:`group_by_service` is the helper every fan-out (flush, drop) uses.
@@ -14,17 +21,22 @@ Errors: an unassigned channel (no live owner) should raise a retryable
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Protocol
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Protocol, TypeVar
 
 from cluster.interfaces import StreamingService
-from woodpecker.errors import CanopyError
+from cluster.streaming.errors import ChannelNotOwned, NodeClosed
+from woodpecker.errors import CanopyError, Unavailable
+
+T = TypeVar("T")
 
 __all__ = [
     "ChannelUnassigned",
     "MappingRouter",
     "StaticRouter",
     "StreamingRouter",
+    "call_owner",
     "group_by_service",
 ]
 
@@ -39,22 +51,61 @@ class ChannelUnassigned(CanopyError):
         self.vchannel = vchannel
 
 
+REROUTE_ERRORS = (ChannelNotOwned, ChannelUnassigned, NodeClosed)
+STATIC_REFRESH_DELAY = 0.05
+
+
 class StreamingRouter(Protocol):
     """vchannel -> the StreamingService that owns it."""
+
+    retry_for: float  # seconds call_owner keeps retrying a refused call
 
     async def service_for(self, vchannel: str) -> StreamingService:
         """The owner of ``vchannel``; raises a retryable error when it has none."""
         ...
 
+    async def refresh(self, vchannel: str, stale: StreamingService | None) -> None:
+        """Called after ``stale`` refused ``vchannel`` (or none owned it): return once the
+        routing may have changed (bounded wait)."""
+        ...
+
+
+async def call_owner(
+    router: StreamingRouter,
+    vchannel: str,
+    call: Callable[[StreamingService], Awaitable[T]],
+) -> T:
+    """``call(owner of vchannel)``, retried at the new owner while the node refuses it with one
+    of :data:`REROUTE_ERRORS` (nothing was applied), for up to ``router.retry_for`` seconds;
+    then the last refusal is raised (retryable: the client sees code 2)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + router.retry_for
+    while True:
+        service: StreamingService | None = None
+        try:
+            service = await router.service_for(vchannel)
+            return await call(service)
+        except REROUTE_ERRORS:
+            if loop.time() >= deadline:
+                raise
+        except Unavailable as exc:  # never sent (e.g. the owner died): safe to send again
+            if exc.outcome_unknown or loop.time() >= deadline:
+                raise
+        await router.refresh(vchannel, service)
+
 
 class StaticRouter:
     """Every vchannel is served by one service (standalone: the in-process streaming node)."""
 
-    def __init__(self, service: StreamingService) -> None:
+    def __init__(self, service: StreamingService, *, retry_for: float = 15.0) -> None:
         self.service = service
+        self.retry_for = retry_for
 
     async def service_for(self, vchannel: str) -> StreamingService:
         return self.service
+
+    async def refresh(self, vchannel: str, stale: StreamingService | None) -> None:
+        await asyncio.sleep(STATIC_REFRESH_DELAY)  # e.g. the node is restarting a channel
 
 
 class MappingRouter:
@@ -64,15 +115,21 @@ class MappingRouter:
         self,
         routes: Mapping[str, StreamingService] | None = None,
         default: StreamingService | None = None,
+        *,
+        retry_for: float = 0.0,
     ) -> None:
         self.routes: dict[str, StreamingService] = dict(routes or {})
         self.default = default
+        self.retry_for = retry_for
 
     async def service_for(self, vchannel: str) -> StreamingService:
         service = self.routes.get(vchannel, self.default)
         if service is None:
             raise ChannelUnassigned(vchannel)
         return service
+
+    async def refresh(self, vchannel: str, stale: StreamingService | None) -> None:
+        await asyncio.sleep(STATIC_REFRESH_DELAY)
 
 
 async def group_by_service(

@@ -25,7 +25,7 @@ from cluster.storage.deltas import read_deltas
 from cluster.storage.segment_files import list_segments
 from cluster.storage.segment_reader import read_segment
 from integration.services import free_port
-from woodpecker.objectstore import FileObjectStore
+from woodpecker.objectstore import open_object_store
 
 START_TIMEOUT = 30.0
 
@@ -57,6 +57,15 @@ class StandaloneProcess:
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def objects_uri(self) -> str:
+        """Where the embedded standalone keeps its objects (segments and WAL blocks)."""
+        return f"file://{self.data_dir.resolve()}/objects"
 
     @property
     def log_path(self) -> Path:
@@ -125,7 +134,7 @@ class StandaloneProcess:
 
 
 def read_visible_rows(
-    data_dir: Path, collection_id: int, columns: Sequence[str] = ("id",)
+    objects_uri: str, collection_id: int, columns: Sequence[str] = ("id",)
 ) -> dict[Any, dict[str, Any]]:
     """pk -> {column: value, ..., "partition_id": id} of the rows visible after every insert
     and delete in the collection's flushed segments: the newest version of each pk, unless a
@@ -135,16 +144,19 @@ def read_visible_rows(
     wanted = list(dict.fromkeys([*columns, "_ts"]))
 
     async def read() -> tuple[list[dict[str, Any]], list[tuple[Any, int]]]:
-        store = FileObjectStore(data_dir / "objects")
+        store = open_object_store(objects_uri)
         rows: list[dict[str, Any]] = []
         deletes: list[tuple[Any, int]] = []
-        for manifest in await list_segments(store, "", collection_id):
-            table = await read_segment(store, manifest, columns=wanted)
-            for row in table.to_pylist():
-                row["partition_id"] = manifest.partition_id
-                rows.append(row)
-            pks, tss = await read_deltas(store, manifest)
-            deletes += zip(pks.to_pylist(), tss.to_pylist(), strict=True)
+        try:
+            for manifest in await list_segments(store, "", collection_id):
+                table = await read_segment(store, manifest, columns=wanted)
+                for row in table.to_pylist():
+                    row["partition_id"] = manifest.partition_id
+                    rows.append(row)
+                pks, tss = await read_deltas(store, manifest)
+                deletes += zip(pks.to_pylist(), tss.to_pylist(), strict=True)
+        finally:
+            await store.close()
         return rows, deletes
 
     rows, deletes = asyncio.run(read())

@@ -23,13 +23,16 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
-from standalone_process import StandaloneProcess
-from test_pymilvus_flow import FlushedSnapshot, check_flow_result, snapshot_after_flush
+from test_pymilvus_flow import (
+    FlowTarget,
+    FlushedSnapshot,
+    check_flow_result,
+    snapshot_after_flush,
+)
 
 # The newest 2.6.x release (``pip index versions pymilvus``); bump it to follow 2.6 fixes.
 PYMILVUS_26 = "2.6.17"
@@ -141,14 +144,8 @@ def _lines(stream: IO[str]) -> queue.Queue[str | None]:
     return q
 
 
-@pytest.fixture
-def standalone(tmp_path: Path) -> Iterator[StandaloneProcess]:
-    with StandaloneProcess(tmp_path / "data") as proc:
-        yield proc
-
-
 def test_write_flow_with_pymilvus_26(
-    pymilvus26_python: Path, standalone: StandaloneProcess, tmp_path: Path
+    pymilvus26_python: Path, flow_target: FlowTarget, tmp_path: Path
 ) -> None:
     out = tmp_path / "result26.json"
     stderr_path = tmp_path / "flow26.stderr"
@@ -156,7 +153,7 @@ def test_write_flow_with_pymilvus_26(
         str(pymilvus26_python),
         str(FLOW_SCRIPT),
         "--uri",
-        standalone.uri,
+        flow_target.uri,
         "--out",
         str(out),
         "--pause-after-flush",
@@ -181,14 +178,14 @@ def test_write_flow_with_pymilvus_26(
                 except queue.Empty:
                     pytest.fail(
                         f"the 2.6 flow said nothing for {FLOW_TIMEOUT:.0f} s:\n"
-                        f"{stderr_path.read_text()[-3000:]}\n{standalone.log_tail()}"
+                        f"{stderr_path.read_text()[-3000:]}"
                     )
                 if line is None:  # finished without pausing: a step before the flush failed
                     break
                 with contextlib.suppress(ValueError):
                     event = json.loads(line)
                     if isinstance(event, dict) and event.get("event") == "flushed":
-                        snapshot = snapshot_after_flush(standalone, event)
+                        snapshot = snapshot_after_flush(flow_target, event)
                         proc.stdin.write("\n")
                         proc.stdin.flush()
                         break

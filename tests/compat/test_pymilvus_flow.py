@@ -1,4 +1,5 @@
-"""The reusable pymilvus write flow (``milvus_flow.py``) against a real ``canopy standalone``.
+"""The reusable pymilvus write flow (``milvus_flow.py``) against a real ``canopy standalone`` and
+a LocalCluster (``flow_target`` in conftest.py).
 
 The flow runs in-process with the pinned pymilvus (3.x); ``test_pymilvus26.py`` runs the same
 script with pymilvus 2.6.x in its own venv and judges it with the same ``check_flow_result``.
@@ -10,18 +11,16 @@ durable, not only what the server answered.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import milvus_flow as flow
 import numpy as np
 import pymilvus
-import pytest
 from pymilvus.grpc_gen import milvus_pb2, milvus_pb2_grpc
-from standalone_process import StandaloneProcess, read_visible_rows
+from standalone_process import read_visible_rows
 
 # Quick setup (create_collection(name, dimension=d)) needs CreateIndex + LoadCollection, which
 # are being built; until then code 3000 is accepted. Flip to True once they land.
@@ -67,10 +66,18 @@ class FlushedSnapshot:
     rows: dict[Any, dict[str, Any]]  # pk -> visible row (see read_visible_rows)
 
 
-def snapshot_after_flush(standalone: StandaloneProcess, event: dict[str, Any]) -> FlushedSnapshot:
+class FlowTarget(Protocol):
+    """A Canopy under test: a standalone process or a LocalCluster (see conftest.py)."""
+
+    uri: str  # for MilvusClient
+    address: str  # host:port of a Milvus API endpoint
+    objects_uri: str  # its object store (segments)
+
+
+def snapshot_after_flush(target: FlowTarget, event: dict[str, Any]) -> FlushedSnapshot:
     assert event.get("event") == "flushed", event
     collection_id = int(event["collection_id"])
-    channel = grpc.insecure_channel(f"127.0.0.1:{standalone.port}")
+    channel = grpc.insecure_channel(target.address)
     try:
         reply = milvus_pb2_grpc.MilvusServiceStub(channel).ShowPartitions(
             milvus_pb2.ShowPartitionsRequest(collection_name=event["collection"]), timeout=10
@@ -79,7 +86,7 @@ def snapshot_after_flush(standalone: StandaloneProcess, event: dict[str, Any]) -
         channel.close()
     assert reply.status.code == 0, reply.status
     partition_ids = dict(zip(reply.partition_names, reply.partitionIDs, strict=True))
-    rows = read_visible_rows(standalone.data_dir, collection_id, ROW_COLUMNS)
+    rows = read_visible_rows(target.objects_uri, collection_id, ROW_COLUMNS)
     return FlushedSnapshot(collection_id, partition_ids, rows)
 
 
@@ -187,18 +194,12 @@ def check_flow_result(
     assert quick["has_collection_after_drop"] is False
 
 
-@pytest.fixture
-def standalone(tmp_path: Path) -> Iterator[StandaloneProcess]:
-    with StandaloneProcess(tmp_path / "data") as proc:
-        yield proc
-
-
-def test_write_flow_with_pinned_pymilvus(standalone: StandaloneProcess) -> None:
+def test_write_flow_with_pinned_pymilvus(flow_target: FlowTarget) -> None:
     snapshots: list[FlushedSnapshot] = []
     result = flow.run_flow(
-        standalone.uri,
+        flow_target.uri,
         quick_setup=True,
-        on_flushed=lambda event: snapshots.append(snapshot_after_flush(standalone, event)),
+        on_flushed=lambda event: snapshots.append(snapshot_after_flush(flow_target, event)),
     )
     json.dumps(result)  # what the script writes must be JSON
     assert len(snapshots) == 1 or result["fatal"] is not None
@@ -207,10 +208,10 @@ def test_write_flow_with_pinned_pymilvus(standalone: StandaloneProcess) -> None:
     )
 
 
-def test_flow_script_runs_as_a_command(standalone: StandaloneProcess, tmp_path: Path) -> None:
+def test_flow_script_runs_as_a_command(flow_target: FlowTarget, tmp_path: Path) -> None:
     """The command-line entry point writes the same result (no pause, no quick setup)."""
     out = tmp_path / "result.json"
-    rc = flow.main(["--uri", standalone.uri, "--out", str(out), "--no-quick-setup"])
+    rc = flow.main(["--uri", flow_target.uri, "--out", str(out), "--no-quick-setup"])
     result = json.loads(out.read_text())
     assert rc == 0, result.get("fatal")
     assert result["quick_setup"] == {"skipped": True}

@@ -1,0 +1,168 @@
+"""A LocalCluster (coordinator + 2 proxies + 2 streaming nodes as processes on real etcd and
+SeaweedFS): the write path end to end, crashes of streaming nodes, and restarts."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from cluster_support import channel_owners, rows, schema, stored_rows
+from pymilvus import MilvusClient
+from pymilvus.grpc_gen import milvus_pb2, milvus_pb2_grpc
+
+from integration.cluster import LocalCluster
+from integration.services import EtcdService, S3Service
+
+
+@pytest.fixture
+def cluster(
+    etcd_service: EtcdService, seaweedfs_service: S3Service, tmp_path: Path
+) -> Iterator[LocalCluster]:
+    with LocalCluster(
+        proxies=2,
+        streaming_nodes=2,
+        channels=4,
+        etcd=etcd_service,
+        s3=seaweedfs_service,
+        work_dir=tmp_path / "cluster",
+        session_ttl=2.0,
+    ) as c:
+        yield c
+
+
+def _alloc_ts(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = milvus_pb2_grpc.MilvusServiceStub(channel)
+        reply = stub.AllocTimestamp(milvus_pb2.AllocTimestampRequest(), timeout=30)
+    assert reply.status.code == 0, reply.status.reason
+    return reply.timestamp
+
+
+def _wait_balanced(cluster: LocalCluster, timeout: float = 20.0) -> dict[str, str | None]:
+    """Until every streaming node owns a channel (the manager rebalances after start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owners = channel_owners(cluster)
+        if set(owners.values()) == set(cluster.names("streaming")):
+            return owners
+        assert time.monotonic() < deadline, f"channels never spread over the nodes: {owners}"
+        time.sleep(0.2)
+
+
+def test_write_path_through_both_proxies(cluster: LocalCluster) -> None:
+    rng = np.random.default_rng(1)
+    a, b = (MilvusClient(uri=uri) for uri in cluster.proxy_uris)
+    a.create_collection("docs", schema=schema(a), num_shards=4)
+    assert b.list_collections() == ["docs"]  # DDL is the coordinator's: every proxy sees it
+    cid = b.describe_collection("docs")["collection_id"]
+    assert a.insert("docs", rows(range(0, 500), rng))["insert_count"] == 500
+    assert b.insert("docs", rows(range(500, 1000), rng))["insert_count"] == 500
+    assert b.upsert("docs", rows(range(0, 10), rng, "u"))["upsert_count"] == 10
+    assert a.delete("docs", ids=[20, 21])["delete_count"] == 2
+    b.create_partition("docs", "p1")
+    assert sorted(a.list_partitions("docs")) == ["_default", "p1"]
+    b.flush("docs")  # flushed through proxy b, across both streaming nodes
+    counts, deletes = stored_rows(cluster, cid)
+    assert set(counts) == set(range(1000))
+    assert all(counts[i] == (2 if i < 10 else 1) for i in range(1000))  # upsert = new version
+    assert set(deletes) >= {20, 21}
+    a.drop_collection("docs")
+    assert b.list_collections() == []
+    a.close()
+    b.close()
+
+
+def test_streaming_node_sigkill_moves_channels_and_loses_no_acked_row(
+    cluster: LocalCluster,
+) -> None:
+    rng = np.random.default_rng(2)
+    owners = _wait_balanced(cluster)
+    victim = "streaming-0"
+    survivor = "streaming-1"
+    assert victim in owners.values()
+    clients = [MilvusClient(uri=uri) for uri in cluster.proxy_uris]
+    clients[0].create_collection("crash", schema=schema(clients[0]), num_shards=4)
+    cid = clients[0].describe_collection("crash")["collection_id"]
+
+    acked: set[int] = set()
+    failed: set[int] = set()
+    batch, next_id = 100, 0
+    killed_at = recovered_at = None
+    acked_after_recovery = 0
+    deadline = time.monotonic() + 120
+    while acked_after_recovery < 15:
+        assert time.monotonic() < deadline, "writes never recovered after the kill"
+        ids = range(next_id, next_id + batch)
+        next_id += batch
+        client = clients[(next_id // batch) % 2]
+        try:
+            client.insert("crash", rows(ids, rng))
+        except Exception:
+            failed.update(ids)
+            time.sleep(0.05)
+        else:
+            acked.update(ids)
+            if killed_at is not None:
+                if recovered_at is None:
+                    recovered_at = time.monotonic()
+                acked_after_recovery += 1
+        if killed_at is None and len(acked) >= 1000:
+            cluster.kill(victim)  # mid-stream: the next batches hit its channels
+            killed_at = time.monotonic()
+    assert killed_at is not None and recovered_at is not None
+    print(f"writable again {recovered_at - killed_at:.2f}s after the SIGKILL (ttl 2 s)")
+
+    owners = channel_owners(cluster)
+    assert set(owners.values()) == {survivor}, owners  # every channel moved to the survivor
+    clients[1].flush("crash")
+    counts, _ = stored_rows(cluster, cid)
+    assert {pk for pk in acked if counts[pk] != 1} == set()  # every acked row exactly once
+    assert all(counts[pk] <= 1 for pk in failed)  # an unacknowledged row at most once
+    assert set(counts) <= acked | failed
+    for client in clients:
+        client.close()
+
+
+def test_whole_cluster_restart_keeps_every_row(cluster: LocalCluster) -> None:
+    rng = np.random.default_rng(3)
+    client = MilvusClient(uri=cluster.uri)
+    client.create_collection("keep", schema=schema(client), num_shards=2)
+    cid = client.describe_collection("keep")["collection_id"]
+    client.insert("keep", rows(range(0, 300), rng))
+    client.flush("keep")
+    client.insert("keep", rows(range(300, 600), rng))  # in the WAL only
+    client.close()
+
+    for name in cluster.names("proxy") + cluster.names("streaming") + ["coordinator"]:
+        cluster.stop_node(name)
+    for name in ["coordinator", *cluster.names("streaming"), *cluster.names("proxy")]:
+        cluster.start_node(name)
+    cluster.wait_ready()
+
+    client = MilvusClient(uri=cluster.proxy_uris[1])
+    assert client.describe_collection("keep")["collection_id"] == cid
+    client.insert("keep", rows(range(600, 700), rng))
+    client.flush("keep")
+    counts, _ = stored_rows(cluster, cid)
+    assert counts == {i: 1 for i in range(700)}
+    client.close()
+
+
+def test_timestamps_increase_across_coordinator_restarts(cluster: LocalCluster) -> None:
+    proxy = cluster.node("proxy-0").address
+    seen = [_alloc_ts(proxy) for _ in range(5)]
+    cluster.kill("coordinator")  # a crash: the next one must not reuse its window
+    cluster.start_node("coordinator")
+    seen += [_alloc_ts(proxy) for _ in range(5)]
+    cluster.restart("coordinator")  # a clean restart
+    seen += [_alloc_ts(cluster.node("proxy-1").address) for _ in range(5)]
+    assert all(a < b for a, b in itertools.pairwise(seen)), seen
+    client = MilvusClient(uri=cluster.uri)  # and the cluster still serves DDL and writes
+    client.create_collection("after", schema=schema(client))
+    assert client.insert("after", rows(range(10), np.random.default_rng(4)))["insert_count"] == 10
+    client.close()
