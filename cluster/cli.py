@@ -202,6 +202,10 @@ def _cmd_role(args: argparse.Namespace) -> int:
         raise CommandError(f"{type(exc).__name__}: {exc}", exit_code=1) from None
     except OSError as exc:
         raise CommandError(f"cannot start: {exc}", exit_code=1) from None
+    except Exception as exc:  # the failing part logged its traceback already
+        raise CommandError(
+            f"{args.role} stopped after a failure: {type(exc).__name__}: {exc}", exit_code=1
+        ) from None
     return 0
 
 

@@ -130,6 +130,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         f"# etcd       {etcd['endpoint']}  (pid {etcd['pid']})",
         f"# SeaweedFS  S3 {s3['endpoint_url']}  bucket {s3['bucket']}  (pid {s3['pid']})",
         *(f"export {k}={q(v)}" for k, v in state["env"].items()),
+        "# the distributed roles (canopy coordinator|proxy|streaming-node) read these:",
+        f"export CANOPY_META={q(state['uris']['meta'])}",
+        f"export CANOPY_OBJECT_STORE={q(state['uris']['object_store'])}",
         "# use them:",
         f"#   canopy standalone --object-store {q(state['uris']['object_store'])} "
         f"--meta {q(state['uris']['meta'])}",

@@ -97,6 +97,7 @@ class StreamingNode:
         self._explicit = list(dict.fromkeys(channels))
         self._owners: dict[str, ChannelOwner] = {}
         self._supervisors: dict[str, asyncio.Task[None]] = {}
+        self._channel_tasks: set[asyncio.Task[None]] = set()
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
@@ -181,7 +182,7 @@ class StreamingNode:
             return
         exc = task.exception()
         if exc is None:
-            if task in self._supervisors.values():
+            if task in self._channel_tasks:
                 return  # a channel that ended normally (fenced, revoked)
             exc = RuntimeError(f"{task.get_name()} ended unexpectedly")
         self._fail(exc)
@@ -222,6 +223,10 @@ class StreamingNode:
         self._ready[channel] = asyncio.get_running_loop().create_future()
         task = self._spawn(self._run_channel(channel, epoch), f"channel-{channel}")
         self._supervisors[channel] = task
+        # Remembered until done: a fenced channel's supervisor ends normally, and the revoke
+        # that follows may drop it from _supervisors before its done-callback runs.
+        self._channel_tasks.add(task)
+        task.add_done_callback(self._channel_tasks.discard)
 
     async def _run_channel(self, channel: str, epoch: int | None) -> None:
         """Take ``channel`` over and keep it served: restart after retryable failures, give up

@@ -449,8 +449,3 @@ async def test_partition_key_collection(h: ProxyHarness) -> None:
     await create(h, "pk16", schema=schema("pk16", partition_key=True))
     shown = await s.ShowPartitions(milvus_pb2.ShowPartitionsRequest(collection_name="pk16"), ctx)
     assert len(shown.partition_names) == 16
-
-
-# --- the read path's entry points ----------------------------------------------------------------
-
-

@@ -314,6 +314,68 @@ async def test_a_node_serves_what_the_coordinator_assigns_and_acks_it(env: Env) 
         await session.close()
 
 
+async def test_a_channel_released_after_its_fenced_exit_is_not_a_node_failure(env: Env) -> None:
+    """The new owner may fence a moved channel before the old node sees the revoke: the old
+    channel's supervisor then ends normally and the revoke releases it; the node keeps serving."""
+    node = await env.node([])
+    ended = asyncio.Event()
+
+    async def fenced_and_dropped(channel: str, epoch: int | None) -> None:
+        ended.set()  # _run_channel returns normally after ChannelFenced
+
+    node._run_channel = fenced_and_dropped  # type: ignore[method-assign]
+    node._supervise("canopy-dml_0", 1)
+    await ended.wait()
+    await node._release("canopy-dml_0")  # the revoke arrives after the fenced exit
+    await asyncio.sleep(0)
+    assert node.failure is None and node.status.value == "serving"
+
+
+async def test_rebalancing_moves_channels_between_live_nodes(env: Env) -> None:
+    info = await env.collection("c")
+    clock = RealClock()
+    manager = ChannelManager(
+        env.meta, SessionRegistry(env.meta, clock), clock, 4, rebalance_interval=0.05
+    )
+    await manager.start()
+    nodes, sessions = [], []
+    try:
+        for i in range(2):
+            session = NodeSession(env.meta, STREAMING, address=f"sn:{i}", clock=clock, ttl=5)
+            await session.start()
+            sessions.append(session)
+            store = await LogStore.open(env.objects, env.meta, WalConfig(max_interval=0.001))
+            env.stores.append(store)
+            node = StreamingNode(
+                store, env.objects, env.coordinator, config=CONFIG, session=session,
+                watcher=AssignmentWatcher(env.meta, session.node_id, clock),
+            )  # fmt: skip
+            env.nodes.append(node)
+            await node.start()
+            nodes.append(node)
+            async with asyncio.timeout(10):
+                await manager.wait_until(
+                    lambda r, n=i + 1: (
+                        all(x.state is ChannelState.ASSIGNED for x in r.values())
+                        and len({x.owner for x in r.values()}) == n
+                    )
+                )
+        await asyncio.sleep(0.3)  # a few more rebalance rounds
+        assert [n.failure for n in nodes] == [None, None]
+        assert sorted(nodes[0].channels + nodes[1].channels) == [
+            f"canopy-dml_{i}" for i in range(4)
+        ]
+        assert len(nodes[0].channels) == len(nodes[1].channels) == 2
+        owner = next(n for n in nodes if info.pchannels[0] in n.channels)
+        rows = await env.insert(owner, info, 3)
+        await flushed(owner, info)
+        assert await env.stored(info.collection_id) == rows
+    finally:
+        await manager.close()
+        for session in sessions:
+            await session.close()
+
+
 # --- the in-process coordinator service ----------------------------------------------------------
 
 
