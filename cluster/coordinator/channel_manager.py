@@ -202,11 +202,12 @@ class ChannelManager:
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # closing the watches also ends the iterations the tasks may be blocked in
         for source in (self._sessions, self._records):
             if source is not None:
                 with contextlib.suppress(CanopyError):
                     await source.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._stopped.set()
 
     async def __aenter__(self) -> ChannelManager:

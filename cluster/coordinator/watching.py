@@ -99,10 +99,13 @@ class PrefixMirror:
             if self._pending:
                 return self._pending.popleft()
             try:
-                if self._watch is None:
-                    self._watch = self.meta.watch(self.prefix, start_revision=self._next)
-                    await self._watch.__aenter__()
-                event = await self._watch.__anext__()
+                # a local: close() may drop self._watch while this awaits; the closed watch
+                # then ends the iteration
+                watch = self._watch
+                if watch is None:
+                    watch = self._watch = self.meta.watch(self.prefix, start_revision=self._next)
+                    await watch.__aenter__()
+                event = await watch.__anext__()
             except StopAsyncIteration:
                 break
             except WatchCompacted as exc:

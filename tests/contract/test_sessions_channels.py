@@ -32,11 +32,7 @@ from woodpecker.meta import MetaStore, open_meta_store
 pytestmark = pytest.mark.contract
 
 BACKENDS = ["memory", "sqlite", "etcd"]
-# The ChannelManager tests run on the local backends only for now: on real etcd one of them
-# intermittently hangs past the test timeout (an aetcd watch that neither ends nor errors after
-# the manager's watch is torn down); tracked in the session's closing note for issue #4, where
-# the manager becomes part of the distributed deployment.
-MANAGER_BACKENDS = ["memory", "sqlite"]
+MANAGER_BACKENDS = BACKENDS
 TTL = 0.6  # requested; etcd grants 2 s
 CLOCK = RealClock()
 
@@ -368,3 +364,26 @@ async def test_no_node_then_first_node_gets_everything(manager_meta: MetaStore) 
                 lambda r: all(x.state is ChannelState.UNASSIGNED for x in r.values())
             )
         assert mgr.failure is None
+
+
+async def test_nodes_stop_promptly_while_the_manager_revokes(manager_meta: MetaStore) -> None:
+    """Regression (etcd): a node stopped while its assignment watch was still being created (its
+    session closed, the manager revoking, its serving task cancelled) lost the cancellation and
+    its task waited for events forever, hanging ``Node.stop``. Vary where the cancellation
+    lands; every stop must end promptly and the manager must keep running."""
+    meta = manager_meta
+    async with manager(meta, channels=2) as mgr:
+        steady = await Node(meta).start()
+        for i in range(30):
+            node = await Node(meta).start()
+            for _ in range(i % 10 * 4):
+                await asyncio.sleep(0)
+            async with asyncio.timeout(5):
+                await node.stop()
+            assert node._task is not None and node._task.done()
+        async with asyncio.timeout(10):
+            records = await mgr.wait_until(lambda r: settled(r, [steady]))
+        assert set(owners(records)) == {steady.id}
+        assert mgr.failure is None
+        async with asyncio.timeout(5):
+            await steady.stop()

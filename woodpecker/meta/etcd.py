@@ -2,8 +2,9 @@
 
 Every key lives under the URI's prefix (``prefix/``); results and events carry keys with the
 prefix stripped. Revisions, versions and compares are etcd's own. KV requests are built as etcd
-protobufs and sent on aetcd's stubs (aetcd's helpers lack ``limit`` and full compares); leases
-and watches use aetcd's client. Requests carry a deadline (``timeout``, default 5 s).
+protobufs and sent on aetcd's stubs (aetcd's helpers lack ``limit`` and full compares), and so
+are watches (one gRPC Watch stream each, see below); leases use aetcd's client. Requests carry a
+deadline (``timeout``, default 5 s).
 
 - Errors: translated in :func:`_translate`, the only place that knows grpc/aetcd exceptions.
   UNAVAILABLE, DEADLINE_EXCEEDED and connection failures become ``Unavailable`` (retryable;
@@ -15,6 +16,14 @@ and watches use aetcd's client. Requests carry a deadline (``timeout``, default 
   ``start_revision`` they start after the revision current at that moment. A broken stream is
   re-established from the next revision for up to ``reconnect_timeout`` seconds (no event lost
   or repeated), then ``Unavailable`` is raised.
+- Cancellation: a cancellation of the calling task always propagates. Each watch runs on its own
+  gRPC Watch stream (not aetcd's shared watcher, whose watch creation, on Python 3.11, could
+  drop a cancellation that arrived as the creation completed: the task then waited for events
+  forever), read by its own task into a queue: a consumer only ever awaits that queue, so
+  cancelling it (a timeout around ``__anext__``, a task being stopped) leaves the stream intact,
+  and ``close`` cancels the gRPC call and its reader and waits for the reader (bounded). Every
+  RPC also checks, via ``Task.cancelling()``, that a cancellation requested while it ran was
+  not swallowed inside grpc.aio or aetcd (:func:`_reraise_cancel`), and raises it if it was.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aetcd
@@ -106,6 +117,26 @@ def _translate(exc: BaseException, what: str, *, write: bool) -> CanopyError | N
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
         return InvalidArgument(message)
     return StorageError(message)
+
+
+def _cancel_requests() -> tuple[asyncio.Task[Any] | None, int]:
+    """The current task and how many cancellations of it are pending, to pass to
+    :func:`_reraise_cancel` after awaiting grpc.aio/aetcd code."""
+    task = asyncio.current_task()
+    return task, (task.cancelling() if task is not None else 0)
+
+
+def _reraise_cancel(mark: tuple[asyncio.Task[Any] | None, int]) -> None:
+    """Raise ``CancelledError`` if the task was asked to cancel since ``mark`` was taken and the
+    code in between returned (or failed otherwise) instead of raising it. grpc.aio runs an RPC in
+    inner tasks that catch ``CancelledError`` (``_invoke``, ``_prepare_rpc``): a cancellation
+    that coincides with the RPC's completion comes out as the response or as an ``AioRpcError``
+    with status OK. ``asyncio.wait_for`` on Python 3.11 (used inside aetcd) returns the result
+    when the cancellation and the completion coincide (gh-86296). ``asyncio.timeout`` balances
+    its own cancellation with ``uncancel()``, so it does not count here."""
+    task, before = mark
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 def _range_end(prefix: bytes) -> bytes:
@@ -209,17 +240,91 @@ class EtcdLease:
         return f"EtcdLease(id={self._id:x}, ttl={self._ttl}, alive={self.alive})"
 
 
+@dataclass(frozen=True, slots=True)
+class _StreamEnded:
+    """The reader of a watch stream stopped: the stream ended cleanly or was cancelled (``error``
+    None), or failed with ``error``."""
+
+    error: BaseException | None
+
+
+class _WatchStream:
+    """One etcd watch on its own gRPC Watch stream. A reader task moves the responses into an
+    unbounded queue and ends it with a :class:`_StreamEnded`, so consumers only ever await
+    ``queue.get()``: a consumer's cancellation never reaches gRPC (which would cancel the call)
+    and never gets lost in it. :meth:`abort` cancels the call and the reader at once;
+    :meth:`close` also waits (bounded) until the reader has stopped."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="etcd-watch")
+        self._reader.add_done_callback(self._read_done)
+
+    @classmethod
+    async def open(cls, client: aetcd.Client, create: Any, within: float) -> _WatchStream:
+        """Start a stream and create the watch on it; raises what etcd or gRPC report (the
+        caller translates), ``TimeoutError`` if etcd does not confirm it ``within`` seconds."""
+        stream = cls(rpc.WatchStub(client.channel).Watch(metadata=client.metadata))
+        try:
+            async with asyncio.timeout(within):
+                try:
+                    await stream._call.write(rpc.WatchRequest(create_request=create))
+                except asyncio.InvalidStateError:
+                    pass  # the call has already ended: the reader reports why
+                reply = await stream.get()
+            if isinstance(reply, _StreamEnded):
+                if reply.error is not None:
+                    raise reply.error
+                raise Unavailable("the watch stream ended before etcd created the watch")
+            if reply.canceled or not reply.created:
+                raise StorageError(f"etcd refused the watch: {reply.cancel_reason or reply}")
+        except BaseException:
+            stream.abort()
+            raise
+        return stream
+
+    async def _read(self) -> None:
+        while True:
+            reply = await self._call.read()
+            if reply is grpc.aio.EOF:
+                return
+            self._queue.put_nowait(reply)
+
+    def _read_done(self, task: asyncio.Task[None]) -> None:
+        # a cancelled reader: aborted by us, or grpc.aio reporting its call cancelled locally
+        self._queue.put_nowait(_StreamEnded(None if task.cancelled() else task.exception()))
+
+    async def get(self) -> Any:
+        """The next ``WatchResponse``, or a :class:`_StreamEnded` (the last item)."""
+        return await self._queue.get()
+
+    def abort(self) -> None:
+        self._call.cancel()
+        self._reader.cancel()
+
+    async def close(self, within: float) -> None:
+        self.abort()
+        if not self._reader.done():
+            await asyncio.wait({self._reader}, timeout=within)
+
+
 class EtcdWatch:
     """A watch on a key prefix. Events come in revision order; a broken stream is resumed from
-    the next revision; compaction raises ``WatchCompacted``."""
+    the next revision; compaction raises ``WatchCompacted``. See the module docstring for how
+    cancellation and :meth:`close` work."""
 
     def __init__(self, store: EtcdMetaStore, prefix: str, start_revision: int | None) -> None:
         self._store = store
         self._prefix = prefix
-        self._next = start_revision  # the first revision not yet delivered
-        self._watch: Any = None  # aetcd.rtypes.Watch
-        self._events: Any = None  # its async iterator
+        self._next = start_revision  # the first revision not yet received from etcd
+        self._events: deque[WatchEvent] = deque()  # received, not yet delivered
+        self._stream: _WatchStream | None = None
         self._closed = False
+
+    @property
+    def _what(self) -> str:
+        return f"watch {self._prefix!r}"
 
     async def _establish(self) -> None:
         store = self._store
@@ -229,17 +334,20 @@ class EtcdWatch:
             try:
                 if self._next is None:
                     self._next = await store.revision() + 1
-                key = store._key(self._prefix)
-                with store._errors(f"watch {self._prefix!r}", write=False):
+                key, end = store._bounds(self._prefix)
+                create = rpc.WatchCreateRequest(key=key, range_end=end, start_revision=self._next)
+                with store._errors(self._what, write=False):
                     client = await store._connected()
-                    self._watch = await client.watch(
-                        key, range_end=_range_end(key), start_revision=self._next
-                    )
-                self._events = self._watch.__aiter__()
-                return
+                    stream = await _WatchStream.open(client, create, store._timeout)
             except Unavailable:
-                if store._clock.monotonic() >= deadline or store._closed:
+                if store._clock.monotonic() >= deadline or store._closed or self._closed:
                     raise
+            else:
+                if self._closed:  # closed while we were creating it
+                    await stream.close(store._timeout)
+                else:
+                    self._stream = stream
+                return
             await store._clock.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -248,50 +356,83 @@ class EtcdWatch:
 
     async def __anext__(self) -> WatchEvent:
         while not self._closed:
-            if self._events is None:
-                await self._establish()
-            try:
-                event = await self._events.__anext__()
-            except StopAsyncIteration:
-                if self._closed or self._store._closed:
-                    break
-                self._events = None  # the stream ended under us: resume
-                continue
-            except Exception as exc:
-                error = _translate(exc, f"watch {self._prefix!r}", write=False)
-                if error is None:
+            if self._events:
+                return self._events.popleft()
+            stream = self._stream
+            if stream is None:
+                try:
+                    await self._establish()
+                except CanopyError:
+                    if self._closed or self._store._closed:
+                        break
                     raise
-                if not isinstance(error, Unavailable) or self._closed:
-                    raise error from exc
-                log.info(
-                    "watch %r: stream broken (%s); resuming at %s", self._prefix, error, self._next
-                )
-                self._events = None
                 continue
-            kv = event.kv
-            self._next = kv.mod_revision + 1  # etcd never splits a revision across responses
-            kind = EventType.PUT if event.kind == "PUT" else EventType.DELETE
-            return WatchEvent(
-                kind,
-                self._store._unkey(kv.key),
-                kv.value if kind is EventType.PUT else b"",
-                kv.mod_revision,
-                kv.version if kind is EventType.PUT else 0,
-            )
+            reply = await stream.get()  # a plain queue: a cancellation here always propagates
+            if self._closed:
+                break
+            if isinstance(reply, _StreamEnded):
+                self._drop(stream)
+                self._check_resumable(reply.error)
+                continue
+            self._receive(stream, reply)
         raise StopAsyncIteration
 
+    def _drop(self, stream: _WatchStream) -> None:
+        stream.abort()
+        if self._stream is stream:
+            self._stream = None
+
+    def _check_resumable(self, exc: BaseException | None) -> None:
+        """The stream ended: return to resume it, or raise what ended it if that is final."""
+        if exc is not None:
+            error = _translate(exc, self._what, write=False)
+            if error is None:
+                raise exc
+            if not isinstance(error, Unavailable):
+                raise error from exc
+        log.info("%s: stream %s; resuming at %s", self._what, exc or "ended", self._next)
+
+    def _receive(self, stream: _WatchStream, reply: Any) -> None:
+        if reply.compact_revision:
+            self._drop(stream)
+            raise WatchCompacted(
+                f"{self._what}: revision compacted; resume from {reply.compact_revision} or later",
+                compact_revision=reply.compact_revision,
+            )
+        if reply.canceled:
+            self._drop(stream)
+            reason = reply.cancel_reason or "no reason given"
+            if "leader" in reason:
+                raise Unavailable(f"{self._what}: canceled by etcd: {reason}")
+            raise StorageError(f"{self._what}: canceled by etcd: {reason}")
+        for event in reply.events:
+            kv = event.kv
+            self._next = max(self._next or 0, kv.mod_revision + 1)
+            put = event.type != rpc.Event.DELETE
+            self._events.append(
+                WatchEvent(
+                    EventType.PUT if put else EventType.DELETE,
+                    self._store._unkey(kv.key),
+                    kv.value if put else b"",
+                    kv.mod_revision,
+                    kv.version if put else 0,
+                )
+            )
+
     async def close(self) -> None:
+        """End the iteration (a task blocked in ``__anext__`` gets ``StopAsyncIteration``):
+        cancel the gRPC call, stop its reader and wait for it (at most the store's ``timeout``)."""
         if self._closed:
             return
         self._closed = True
         self._store._watches.discard(self)
-        if self._watch is not None:
-            # aetcd queues the cancel request on a bounded queue that a dead stream never drains
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._watch.cancel(), self._store._timeout)
+        self._events.clear()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.close(self._store._timeout)
 
     async def __aenter__(self) -> EtcdWatch:
-        if self._events is None and not self._closed:
+        if self._stream is None and not self._closed:
             await self._establish()
         return self
 
@@ -335,15 +476,23 @@ class EtcdMetaStore:
 
     @contextlib.contextmanager
     def _errors(self, what: str, *, write: bool) -> Iterator[None]:
+        """Translate errors of the calls in the block; re-raise a cancellation of the calling
+        task that grpc.aio or aetcd swallowed in it (see :func:`_reraise_cancel`)."""
+        mark = _cancel_requests()
         try:
             yield
         except Exception as exc:
+            try:
+                _reraise_cancel(mark)
+            except asyncio.CancelledError as cancel:
+                raise cancel from exc
             error = _translate(exc, what, write=write)
             if error is None or error is exc:
                 raise
             if isinstance(error, Unavailable) and len(self._endpoints) > 1:
                 self._current = (self._current + 1) % len(self._endpoints)
             raise error from exc
+        _reraise_cancel(mark)
 
     async def _connected(self) -> aetcd.Client:
         if self._closed:
@@ -493,8 +642,9 @@ class EtcdMetaStore:
         await self._tasks.cancel_all()
         for client in self._clients.values():
             try:
-                await asyncio.wait_for(client.close(), self._timeout)
-            except Exception:  # a wedged watcher stream: close the channel directly
+                async with asyncio.timeout(self._timeout):
+                    await client.close()
+            except Exception:  # a wedged stream: close the channel directly
                 if client.channel is not None:
                     with contextlib.suppress(Exception):
                         await client.channel.close()
