@@ -256,8 +256,10 @@ class LogWriter:
             if not task.done():
                 if task is self._flusher:
                     task.cancel()
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow our own cancel
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, timeout=30)
+                    async with asyncio.timeout(30):
+                        await task
         if self._seg is not None:
             for upload in self._seg.uploads:
                 upload.cancel()

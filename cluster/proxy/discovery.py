@@ -130,8 +130,9 @@ class SessionRouter:
     async def refresh(self, vchannel: str, stale: StreamingService | None) -> None:
         """Wait (briefly) for the next routing change: the caller saw ``stale`` refuse
         ``vchannel`` or found no owner."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), REFRESH_WAIT)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REFRESH_WAIT):
+                await self._changed.wait()
 
     # --- health --------------------------------------------------------------------------------
 

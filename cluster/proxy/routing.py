@@ -9,10 +9,11 @@ Errors: an unassigned channel (no live owner) should raise a retryable
 
 :func:`call_owner` is how every caller uses a router: it retries a call that the streaming node
 refused *before* doing anything (:data:`REROUTE_ERRORS`: the channel moved, has no owner yet, or
-the node is closing) or that never left the proxy (``Unavailable`` with ``outcome_unknown``
-false: the owner could not be reached, e.g. it crashed and its lease has not expired yet) at the
-channel's owner for up to ``router.retry_for`` seconds. A call that may have been applied
-(``Unavailable`` with ``outcome_unknown``) is never retried here: only the client may decide.
+the node is closing) or that never left the proxy (``cluster.rpc.errors.Unreachable``: the owner
+could not be connected to, e.g. it crashed and its lease has not expired yet) at the channel's
+owner for up to ``router.retry_for`` seconds. Any other failure -- a call that may have been
+applied (``Unavailable`` with ``outcome_unknown``), a storage outage reported by the node -- is
+never retried here: it goes back to the client.
 
 :class:`StaticRouter` (one service for every vchannel: standalone mode and tests) and
 :class:`MappingRouter` (an explicit ``vchannel -> service`` map) are the simple cases;
@@ -26,8 +27,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from cluster.interfaces import StreamingService
+from cluster.rpc.errors import Unreachable
 from cluster.streaming.errors import ChannelNotOwned, NodeClosed
-from woodpecker.errors import CanopyError, Unavailable
+from woodpecker.errors import CanopyError
 
 T = TypeVar("T")
 
@@ -88,8 +90,8 @@ async def call_owner(
         except REROUTE_ERRORS:
             if loop.time() >= deadline:
                 raise
-        except Unavailable as exc:  # never sent (e.g. the owner died): safe to send again
-            if exc.outcome_unknown or loop.time() >= deadline:
+        except Unreachable:  # never sent (e.g. the owner died): safe to send again
+            if loop.time() >= deadline:
                 raise
         await router.refresh(vchannel, service)
 

@@ -85,7 +85,8 @@ class Role:
                 await task
         for what, stop in reversed(self._stops):
             try:
-                await asyncio.wait_for(stop(), self.stop_timeout)
+                async with asyncio.timeout(self.stop_timeout):
+                    await stop()
             except Exception as exc:  # keep stopping the rest
                 log.warning(
                     "%s: stopping %s failed: %s: %s", self.name, what, type(exc).__name__, exc

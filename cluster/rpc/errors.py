@@ -44,6 +44,7 @@ from woodpecker.errors import CanopyError, Unavailable
 __all__ = [
     "UNEXPECTED_CODE",
     "RemoteError",
+    "Unreachable",
     "call",
     "decode_error",
     "encode_error",
@@ -241,6 +242,14 @@ def decode_error(err: pb.Error) -> Exception:
     return inst
 
 
+class Unreachable(Unavailable):
+    """The call provably never reached a server (no connected address, e.g. the node is down):
+    nothing was applied, so sending it again -- to the same or another node -- is safe."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message, outcome_unknown=False)
+
+
 def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
     """True when the call provably never reached a server: gRPC found no connected address."""
     details = (exc.details() or "").lower()
@@ -253,7 +262,7 @@ def transport_error(exc: grpc.aio.AioRpcError, what: str = "") -> CanopyError:
     text = f"{what}: " if what else ""
     text += f"gRPC {code.name}: {exc.details() or ''}".rstrip(": ")
     if code in _TRANSIENT:
-        return Unavailable(text, outcome_unknown=not _never_sent(exc))
+        return Unreachable(text) if _never_sent(exc) else Unavailable(text, outcome_unknown=True)
     return RemoteError(f"grpc:{code.name}", text, retryable=False)
 
 

@@ -11,6 +11,7 @@ from cluster.coordinator.channels import ChannelRecord, ChannelState, channel_ke
 from cluster.coordinator.sessions import SessionInfo, session_key
 from cluster.proxy.discovery import SessionRouter
 from cluster.proxy.routing import ChannelUnassigned, MappingRouter, call_owner
+from cluster.rpc.errors import Unreachable
 from cluster.streaming.errors import ChannelFenced, ChannelNotOwned, NodeClosed
 from woodpecker.clock import RealClock
 from woodpecker.errors import Unavailable
@@ -69,15 +70,22 @@ async def test_call_owner_gives_up_after_retry_for() -> None:
         await call_owner(MappingRouter({}, retry_for=0.0), VCH, lambda s: s.insert())
 
 
-async def test_call_owner_never_retries_an_unknown_outcome() -> None:
-    node = Refusing(Unavailable("connection lost", outcome_unknown=True))
+@pytest.mark.parametrize(
+    "error",
+    [
+        Unavailable("connection lost", outcome_unknown=True),  # it may have been applied
+        Unavailable("WAL store down"),  # the node's storage failed: report, do not spin
+    ],
+)
+async def test_call_owner_never_retries_other_failures(error: Exception) -> None:
+    node = Refusing(error)
     with pytest.raises(Unavailable):
         await call_owner(MappingRouter({VCH: node}, retry_for=5.0), VCH, lambda s: s.insert())
-    assert node.calls == 1  # it may have been applied: only the client may retry
+    assert node.calls == 1  # only the client may decide
 
 
 async def test_call_owner_retries_a_call_that_never_left() -> None:
-    dead = Refusing(Unavailable("failed to connect", outcome_unknown=False))
+    dead = Refusing(Unreachable("failed to connect"))
     router = MappingRouter({VCH: dead}, retry_for=5.0)
     asyncio.get_running_loop().call_later(0.1, router.routes.__setitem__, VCH, Refusing(None, "b"))
     assert await call_owner(router, VCH, lambda s: s.insert()) == "b"
