@@ -12,6 +12,7 @@ or the coordinator's typed errors); the proxy maps them to a Milvus status in on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +93,24 @@ class StreamingService(Protocol):
         self, collection_id: int, partition_id: int | None, vchannel: str, pks: pa.Array
     ) -> WriteAck:
         """Append a delete of these primary keys (in one partition, or all when None)."""
+
+    async def upsert(
+        self,
+        collection_id: int,
+        vchannel: str,
+        inserts: Sequence[tuple[int, pa.Table]],
+        delete_pks: pa.Array,
+        delete_partition_id: int | None,
+    ) -> WriteAck:
+        """Milvus upsert on one vchannel: delete ``delete_pks`` (in ``delete_partition_id``, or
+        every partition when None) and insert the rows of each ``(partition_id, table)`` group
+        (as :meth:`insert` takes them), as ONE WAL message stamped with ONE timestamp ``T``.
+        Atomic: the delete and the rows become durable, visible and replayed together or not
+        at all. The delete hides the keys' versions stamped below ``T``, never the rows the
+        upsert writes (stamped ``T``). Either part may be empty (with an auto-id key the new
+        rows may hash to other vchannels than the old keys); with neither, nothing is appended.
+        ``WriteAck.rows`` counts the inserted rows. Repeating an upsert whose keys cover its
+        rows' keys (no auto id) leaves the same visible rows."""
 
     async def flush(self, collection_id: int, vchannels: list[str]) -> FlushTicket:
         """Seal the collection's growing segments on these vchannels and start writing them to

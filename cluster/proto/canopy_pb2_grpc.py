@@ -1356,6 +1356,11 @@ class StreamingStub(object):
                 request_serializer=cluster_dot_proto_dot_canopy__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=cluster_dot_proto_dot_canopy__pb2.WriteAckReply.FromString,
                 _registered_method=True)
+        self.Upsert = channel.unary_unary(
+                '/canopy.v1.Streaming/Upsert',
+                request_serializer=cluster_dot_proto_dot_canopy__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=cluster_dot_proto_dot_canopy__pb2.WriteAckReply.FromString,
+                _registered_method=True)
         self.Flush = channel.unary_unary(
                 '/canopy.v1.Streaming/Flush',
                 request_serializer=cluster_dot_proto_dot_canopy__pb2.FlushRequest.SerializeToString,
@@ -1384,6 +1389,12 @@ class StreamingServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Upsert(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1418,6 +1429,11 @@ def add_StreamingServicer_to_server(servicer, server):
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
                     request_deserializer=cluster_dot_proto_dot_canopy__pb2.DeleteRequest.FromString,
+                    response_serializer=cluster_dot_proto_dot_canopy__pb2.WriteAckReply.SerializeToString,
+            ),
+            'Upsert': grpc.unary_unary_rpc_method_handler(
+                    servicer.Upsert,
+                    request_deserializer=cluster_dot_proto_dot_canopy__pb2.UpsertRequest.FromString,
                     response_serializer=cluster_dot_proto_dot_canopy__pb2.WriteAckReply.SerializeToString,
             ),
             'Flush': grpc.unary_unary_rpc_method_handler(
@@ -1490,6 +1506,33 @@ class Streaming(object):
             target,
             '/canopy.v1.Streaming/Delete',
             cluster_dot_proto_dot_canopy__pb2.DeleteRequest.SerializeToString,
+            cluster_dot_proto_dot_canopy__pb2.WriteAckReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Upsert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canopy.v1.Streaming/Upsert',
+            cluster_dot_proto_dot_canopy__pb2.UpsertRequest.SerializeToString,
             cluster_dot_proto_dot_canopy__pb2.WriteAckReply.FromString,
             options,
             channel_credentials,

@@ -10,13 +10,14 @@ part is acknowledged by the WAL, with ``timestamp`` = the largest ack timestamp 
 it as the Session-consistency guarantee). If a part fails, the other parts still run to their
 end and the first error is answered: as in Milvus, a failed write may be partially applied.
 
-Upsert (Milvus "override" mode): per vchannel, first a delete of the request's primary keys
-(in the named partition, ``_default`` when none, or in every partition in partition-key mode --
-what Milvus does), then the insert of the rows, awaited in that order on the same vchannel, so
-the insert is stamped after the delete and MVCC keeps the new rows (``StreamingService`` stamps
-each call itself, so the two writes get two consecutive timestamps, not one; a read between them
-may miss the key). With an auto-id primary key the rows get new ids, as in Milvus; the old keys
-are deleted on their own shards.
+Upsert (Milvus "override" mode): ONE ``StreamingService.upsert`` per vchannel, carrying the
+request's primary keys that hash there (deleted in the named partition, or in every partition
+when the request names none -- what Milvus does) and the rows that hash there (per partition),
+so each vchannel's delete and insert are one WAL message at one timestamp: both or neither are
+applied, and a read sees the old row or the new one, never no row. With an auto-id primary key
+the rows get new ids, as in Milvus, which may hash to other vchannels than the old keys: such a
+vchannel gets an upsert with only keys or only rows. Across vchannels an upsert is as atomic as
+an insert (each vchannel's part is; see above).
 
 Delete understands only ``<pk> in [..]`` (what ``delete(ids=...)`` sends, see
 :mod:`cluster.proxy.pk_expr`); any other filter is answered with code 3000 "delete by filter
@@ -73,7 +74,8 @@ class DeleteByFilterNotSupported(NotSupportedYet):
 
 @dataclass
 class _Plan:
-    """The writes of one request for one vchannel, run in list order."""
+    """The writes of one request for one vchannel: run in list order (insert, delete), or as
+    one upsert."""
 
     deletes: list[tuple[int | None, pa.Array]] = field(default_factory=list)
     inserts: list[tuple[int, pa.Table]] = field(default_factory=list)
@@ -146,10 +148,12 @@ class DmlHandlers:
         if pk.auto_id:  # Milvus: the rows get new ids, the given keys are deleted
             batch = await self._auto_ids(RowBatch(batch.schema, batch.table.drop_columns(pk.name)))
         pid = partition.partition_id if partition else None
+        # Milvus: the old keys are deleted in the named partition, else wherever they are
+        delete_pid = pid if req.partition_name else None
         plans: dict[str, _Plan] = {}
-        self._plan_deletes(coll, old_pks, pid, plans)
+        self._plan_deletes(coll, old_pks, delete_pid, plans)
         self._plan_inserts(coll, batch, pid, plans)
-        ts = await self._execute(coll, plans)
+        ts = await self._execute_upserts(coll, plans, delete_pid, _as_arrow(old_pks).slice(0, 0))
         n = batch.num_rows
         return milvus_pb2.MutationResult(
             status=ok_status(),
@@ -226,6 +230,25 @@ class DmlHandlers:
 
         results = await _gather_all([run(v, p) for v, p in plans.items()])
         return max((ack.timestamp for acks in results for ack in acks), default=0)
+
+    async def _execute_upserts(
+        self, coll: Collection, plans: dict[str, _Plan], delete_pid: int | None, no_keys: pa.Array
+    ) -> int:
+        """Send each vchannel's plan as ONE upsert (its keys, ``no_keys`` when it has none, and
+        its row groups), all vchannels concurrently; the largest ack ts."""
+        cid = coll.info.collection_id
+
+        async def run(vchannel: str, plan: _Plan) -> WriteAck:
+            keys = [k for _, k in plan.deletes]
+            pks = pa.concat_arrays(keys) if len(keys) > 1 else keys[0] if keys else no_keys
+            return await call_owner(
+                self.router,
+                vchannel,
+                lambda s: s.upsert(cid, vchannel, plan.inserts, pks, delete_pid),
+            )
+
+        acks = await _gather_all([run(v, p) for v, p in plans.items()])
+        return max((ack.timestamp for ack in acks), default=0)
 
     # --- delete --------------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@
   :class:`~cluster.coordinator.tso.TimestampOracle` and
   :class:`~cluster.coordinator.catalog.Catalog` (row ids from their own counter key).
 * :class:`MemoryStreamingService` -- a :class:`~cluster.interfaces.StreamingService` that
-  records every call (:attr:`calls`), stamps writes with the coordinator's timestamps, keeps the
-  rows and deletes in memory (:meth:`live_rows` applies deletes by timestamp, as MVCC would),
+  records every call (:attr:`calls`), stamps writes with the coordinator's timestamps (an upsert
+  with one), keeps the rows and deletes in memory (:meth:`live_rows` applies deletes by
+  timestamp, as MVCC would: a delete at ``t`` hides rows stamped below ``t``),
   seals one segment per vchannel holding data on flush, and reports a flush durable after
   ``polls_until_flushed`` calls of ``flush_state``. :attr:`fail_with` makes the next write raise.
 
@@ -19,6 +20,7 @@ Not for production: nothing is durable.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -39,6 +41,7 @@ __all__ = [
     "MemoryCoordinator",
     "MemoryStreamingService",
     "ProxyHarness",
+    "Upserted",
 ]
 
 
@@ -74,9 +77,18 @@ class MemoryCoordinator:
 
 
 @dataclass(frozen=True)
+class Upserted:
+    """What one upsert call carried."""
+
+    inserts: tuple[tuple[int, pa.Table], ...]  # (partition_id, rows)
+    delete_pks: pa.Array
+
+
+@dataclass(frozen=True)
 class Call:
-    """One recorded call: ``kind`` is insert/delete/flush/drop; ``data`` the table (insert),
-    the primary keys (delete) or the vchannels (flush, drop)."""
+    """One recorded call: ``kind`` is insert/delete/upsert/flush/drop; ``data`` the table
+    (insert), the primary keys (delete), an :class:`Upserted` (upsert; ``partition_id`` is then
+    its delete's partition) or the vchannels (flush, drop)."""
 
     kind: str
     collection_id: int
@@ -120,6 +132,22 @@ class MemoryStreamingService:
         self.calls.append(Call("delete", collection_id, partition_id, vchannel, pks, ts))
         return WriteAck(ts, len(pks))
 
+    async def upsert(
+        self,
+        collection_id: int,
+        vchannel: str,
+        inserts: Sequence[tuple[int, pa.Table]],
+        delete_pks: pa.Array,
+        delete_partition_id: int | None,
+    ) -> WriteAck:
+        self._check_fail()
+        ts = await self.coordinator.allocate_timestamp()
+        data = Upserted(tuple((pid, t) for pid, t in inserts), delete_pks)
+        self.calls.append(Call("upsert", collection_id, delete_partition_id, vchannel, data, ts))
+        rows = sum(t.num_rows for _, t in inserts)
+        self._unflushed[(collection_id, vchannel)] += rows
+        return WriteAck(ts, rows)
+
     async def flush(self, collection_id: int, vchannels: list[str]) -> FlushTicket:
         self._check_fail()
         ts = await self.coordinator.allocate_timestamp()
@@ -147,29 +175,48 @@ class MemoryStreamingService:
             if c.kind == kind and (collection_id is None or c.collection_id == collection_id)
         ]
 
+    def deleted_keys(self, call: Call) -> pa.Array | None:
+        """The keys a delete or upsert call deleted (None for other calls)."""
+        if call.kind == "delete":
+            return call.data  # type: ignore[return-value]
+        if call.kind == "upsert":
+            return call.data.delete_pks  # type: ignore[attr-defined,no-any-return]
+        return None
+
+    def inserted(self, call: Call) -> list[tuple[int, pa.Table]]:
+        """The ``(partition_id, rows)`` an insert or upsert call wrote (empty for others)."""
+        if call.kind == "insert":
+            return [(call.partition_id, call.data)]  # type: ignore[list-item]
+        if call.kind == "upsert":
+            return list(call.data.inserts)  # type: ignore[attr-defined]
+        return []
+
     def live_rows(self, collection_id: int, pk: str) -> pa.Table:
         """The collection's rows with deletes applied by timestamp (a delete at ``t`` removes
-        rows of that key inserted before ``t``), in insert order."""
+        rows of that key stamped before ``t``, not an upsert's own rows stamped ``t``), in
+        write order."""
         deleted: dict[object, int] = {}
-        for c in self.of("delete", collection_id):
-            assert isinstance(c.data, pa.Array)
-            for key in c.data.to_pylist():
+        calls = [c for c in self.calls if c.collection_id == collection_id]
+        for c in calls:
+            keys = self.deleted_keys(c)
+            for key in keys.to_pylist() if keys is not None else ():
                 deleted[key] = max(deleted.get(key, 0), c.ts)
         parts = []
-        for c in self.of("insert", collection_id):
-            assert isinstance(c.data, pa.Table)
-            keys = c.data.column(pk).to_pylist()
-            keep = [deleted.get(k, 0) <= c.ts for k in keys]
-            parts.append(c.data.filter(pa.array(keep)))
+        for c in calls:
+            for _, table in self.inserted(c):
+                keys = table.column(pk).to_pylist()
+                keep = [deleted.get(k, 0) <= c.ts for k in keys]
+                parts.append(table.filter(pa.array(keep)))
         if not parts:
             return pa.table({})
         return pa.concat_tables(parts)
 
     def rows_in(self, collection_id: int, vchannel: str) -> int:
         return sum(
-            c.data.num_rows  # type: ignore[attr-defined]
-            for c in self.of("insert", collection_id)
-            if c.vchannel == vchannel
+            t.num_rows
+            for c in self.calls
+            if c.collection_id == collection_id and c.vchannel == vchannel
+            for _, t in self.inserted(c)
         )
 
 

@@ -4,21 +4,24 @@ service) and :class:`StreamingClient` (a :class:`~cluster.interfaces.StreamingSe
 Contract: a client call has the semantics, results and exceptions of the in-process call
 (:class:`~cluster.streaming.node.StreamingNode`); errors are re-raised as the same class
 (:mod:`cluster.rpc.errors`). Arrow data travels as Arrow IPC stream bytes (insert rows with their
-schema and metadata; delete primary keys as a one-column stream). ``insert`` and ``delete`` are
-never retried: after a transport failure they raise :class:`~woodpecker.errors.Unavailable` with
-``outcome_unknown`` (False only when the call provably never left this process) and the caller
-decides. ``flush`` (it returns every segment not yet flushed, so a repeat is safe),
-``flush_state`` and ``drop_collection`` are retried on transport failures for up to
-``retry_for`` seconds.
+schema and metadata; delete primary keys as a one-column stream; an upsert's row groups as one
+stream, group after group, with each group's partition and row count beside it). ``insert``,
+``delete`` and ``upsert`` are never retried: after a transport failure they raise
+:class:`~woodpecker.errors.Unavailable` with ``outcome_unknown`` (False only when the call
+provably never left this process) and the caller decides. ``flush`` (it returns every segment
+not yet flushed, so a repeat is safe), ``flush_state`` and ``drop_collection`` are retried on
+transport failures for up to ``retry_for`` seconds.
 
-The insert hot path avoids copies of the payload: the client writes the ``InsertRequest`` wire
-bytes itself (:func:`encode_insert`: protobuf header + the IPC stream appended as the ``table``
-field, one copy), and the server splits them without protobuf copying the payload
-(:func:`split_insert`); the decoded Arrow columns point into the received bytes.
+The insert and upsert hot path avoids copies of the rows: the client writes the
+``InsertRequest`` / ``UpsertRequest`` wire bytes itself (:func:`encode_insert`,
+:func:`encode_upsert`: protobuf header + the IPC stream appended as the ``table`` field, one
+copy), and the server splits them without protobuf copying the payload (:func:`split_insert`,
+:func:`split_upsert`); the decoded Arrow columns point into the received bytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import grpc
@@ -31,17 +34,21 @@ from cluster.proto import canopy_pb2_grpc as pb_grpc
 from cluster.rpc.errors import call
 from cluster.rpc.server import MAX_MESSAGE_BYTES, RpcChannel, handler
 from woodpecker.clock import Clock, RealClock
+from woodpecker.errors import InvalidArgument
 
 __all__ = [
-    "InsertParts",
+    "SplitRequest",
     "StreamingClient",
     "StreamingServicer",
     "decode_array",
     "decode_table",
+    "decode_upsert_groups",
     "encode_array",
     "encode_insert",
     "encode_table",
+    "encode_upsert",
     "split_insert",
+    "split_upsert",
 ]
 
 Ctx = grpc.aio.ServicerContext
@@ -49,7 +56,9 @@ Ctx = grpc.aio.ServicerContext
 _PK_COLUMN = "pk"
 _SERVICE = pb.DESCRIPTOR.services_by_name["Streaming"]
 _INSERT_PATH = f"/{_SERVICE.full_name}/Insert"
+_UPSERT_PATH = f"/{_SERVICE.full_name}/Upsert"
 _TABLE_FIELD = pb.InsertRequest.DESCRIPTOR.fields_by_name["table"].number
+assert pb.UpsertRequest.DESCRIPTOR.fields_by_name["table"].number == _TABLE_FIELD
 
 
 # --- Arrow IPC ------------------------------------------------------------------------------
@@ -88,7 +97,7 @@ def decode_array(data: bytes | memoryview) -> pa.Array:
     return pa.concat_arrays(column.chunks)
 
 
-# --- the insert hot path: protobuf wire format by hand --------------------------------------
+# --- the insert/upsert hot path: protobuf wire format by hand -------------------------------
 
 
 def _varint(value: int) -> bytes:
@@ -116,6 +125,14 @@ def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
 _TABLE_TAG = _varint(_TABLE_FIELD << 3 | 2)
 
 
+def _with_table(head: bytes, table: pa.Table | None) -> bytes:
+    """``head`` (a serialized request) plus ``table`` as its length-delimited ``table`` field."""
+    if table is None:
+        return head
+    payload = _ipc(table)
+    return b"".join((head, _TABLE_TAG, _varint(payload.size), payload))
+
+
 def encode_insert(collection_id: int, partition_id: int, vchannel: str, table: pa.Table) -> bytes:
     """A serialized ``InsertRequest``: the small header through protobuf, then the Arrow IPC
     stream of ``table`` appended as the length-delimited ``table`` field (valid protobuf: any
@@ -123,22 +140,51 @@ def encode_insert(collection_id: int, partition_id: int, vchannel: str, table: p
     head = pb.InsertRequest(
         collection_id=collection_id, partition_id=partition_id, vchannel=vchannel
     ).SerializeToString()
-    payload = _ipc(table)
-    return b"".join((head, _TABLE_TAG, _varint(payload.size), payload))
+    return _with_table(head, table)
 
 
-class InsertParts(NamedTuple):
-    """A received ``InsertRequest``: ``header`` without the payload, ``table`` a view of the
-    IPC stream inside the received bytes; ``error`` when the bytes did not parse."""
+def encode_upsert(
+    collection_id: int,
+    vchannel: str,
+    inserts: Sequence[tuple[int, pa.Table]],
+    delete_pks: pa.Array | pa.ChunkedArray,
+    delete_partition_id: int | None,
+) -> bytes:
+    """A serialized ``UpsertRequest``, built like :func:`encode_insert`: the non-empty groups'
+    rows go into one IPC stream (the tables are concatenated; a column missing from some
+    group becomes nulls there), their partitions and row counts into the header."""
+    groups = [(pid, table) for pid, table in inserts if table.num_rows]
+    head = pb.UpsertRequest(
+        collection_id=collection_id,
+        vchannel=vchannel,
+        partition_ids=[pid for pid, _ in groups],
+        group_rows=[table.num_rows for _, table in groups],
+        delete_pks=encode_array(delete_pks),
+    )
+    if delete_partition_id is not None:
+        head.delete_partition_id = delete_partition_id
+    tables = [t for _, t in groups]
+    table = None
+    if len(tables) == 1:
+        table = tables[0]
+    elif tables:
+        table = pa.concat_tables(tables, promote_options="default")
+    return _with_table(head.SerializeToString(), table)
 
-    header: pb.InsertRequest
+
+class SplitRequest(NamedTuple):
+    """A received ``InsertRequest`` or ``UpsertRequest``: ``header`` without the payload,
+    ``table`` a view of the IPC stream inside the received bytes; ``error`` when the bytes did
+    not parse."""
+
+    header: Any
     table: memoryview
     error: Exception | None = None
 
 
-def split_insert(data: bytes) -> InsertParts:
-    """Parse ``InsertRequest`` wire bytes without copying the ``table`` field (its last
-    occurrence wins, as in protobuf). Never raises: a parse failure is in ``error``."""
+def _split(data: bytes, request: Any) -> SplitRequest:
+    """Parse request wire bytes without copying the ``table`` field (its last occurrence wins,
+    as in protobuf). Never raises: a parse failure is in ``error``."""
     view = memoryview(data)
     head: list[memoryview] = []
     table = view[0:0]
@@ -159,24 +205,63 @@ def split_insert(data: bytes) -> InsertParts:
                 if field == _TABLE_FIELD:
                     table, pos = view[pos : pos + size], pos + size
                     if pos > end:
-                        raise ValueError("truncated InsertRequest")
+                        raise ValueError(f"truncated {request.__name__}")
                     continue
                 pos += size
             else:
                 raise ValueError(f"unsupported wire type {wire}")
             if pos > end:
-                raise ValueError("truncated InsertRequest")
+                raise ValueError(f"truncated {request.__name__}")
             head.append(view[start:pos])
-        return InsertParts(pb.InsertRequest.FromString(b"".join(head)), table)
+        return SplitRequest(request.FromString(b"".join(head)), table)
     except Exception as exc:  # IndexError, ValueError, protobuf's DecodeError
-        return InsertParts(pb.InsertRequest(), view[0:0], exc)
+        return SplitRequest(request(), view[0:0], exc)
+
+
+def split_insert(data: bytes) -> SplitRequest:
+    """``InsertRequest`` wire bytes split as described in :func:`_split`."""
+    return _split(data, pb.InsertRequest)
+
+
+def split_upsert(data: bytes) -> SplitRequest:
+    """``UpsertRequest`` wire bytes split as described in :func:`_split`."""
+    return _split(data, pb.UpsertRequest)
+
+
+def decode_upsert_groups(request: SplitRequest) -> list[tuple[int, pa.Table]]:
+    """The ``(partition_id, table)`` groups of a split ``UpsertRequest`` (zero-copy slices of
+    its one table); raises :class:`InvalidArgument` when the counts do not fit the table."""
+    head: pb.UpsertRequest = request.header
+    if len(head.partition_ids) != len(head.group_rows):
+        raise InvalidArgument(
+            f"upsert: {len(head.partition_ids)} partition ids for {len(head.group_rows)} groups"
+        )
+    table = decode_table(request.table) if len(request.table) else None
+    rows = table.num_rows if table is not None else 0
+    if sum(head.group_rows) != rows or any(n <= 0 for n in head.group_rows):
+        raise InvalidArgument(f"upsert: groups of {list(head.group_rows)} rows in {rows} rows")
+    groups, start = [], 0
+    for pid, n in zip(head.partition_ids, head.group_rows, strict=True):
+        assert table is not None
+        groups.append((pid, table.slice(start, n)))
+        start += n
+    return groups
+
+
+def _raw_method(channel: grpc.aio.Channel, path: str) -> grpc.aio.UnaryUnaryMultiCallable:
+    """A ``Streaming`` method taking requests already serialized (by :func:`encode_insert` or
+    :func:`encode_upsert`)."""
+    return channel.unary_unary(
+        path, request_serializer=None, response_deserializer=pb.WriteAckReply.FromString
+    )
 
 
 def _insert_method(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
-    """``Streaming/Insert`` taking requests already serialized by :func:`encode_insert`."""
-    return channel.unary_unary(
-        _INSERT_PATH, request_serializer=None, response_deserializer=pb.WriteAckReply.FromString
-    )
+    return _raw_method(channel, _INSERT_PATH)
+
+
+def _upsert_method(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
+    return _raw_method(channel, _UPSERT_PATH)
 
 
 # --- conversions ----------------------------------------------------------------------------
@@ -212,17 +297,16 @@ class StreamingServicer(pb_grpc.StreamingServicer):
         self.node = node
 
     def register(self, server: grpc.aio.Server) -> None:
-        """The generated registration, except that Insert requests are split by
-        :func:`split_insert` instead of parsed by protobuf."""
+        """The generated registration, except that Insert and Upsert requests are split by
+        :func:`split_insert` / :func:`split_upsert` instead of parsed by protobuf."""
+        splitters = {"Insert": split_insert, "Upsert": split_upsert}
         handlers = {}
         for method in _SERVICE.methods:
             request = getattr(pb, method.input_type.name)
             reply = getattr(pb, method.output_type.name)
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 getattr(self, method.name),
-                request_deserializer=split_insert
-                if method.name == "Insert"
-                else request.FromString,
+                request_deserializer=splitters.get(method.name, request.FromString),
                 response_serializer=reply.SerializeToString,
             )
         server.add_generic_rpc_handlers(
@@ -230,7 +314,7 @@ class StreamingServicer(pb_grpc.StreamingServicer):
         )
 
     @handler(pb.WriteAckReply)
-    async def Insert(self, request: InsertParts, context: Ctx):
+    async def Insert(self, request: SplitRequest, context: Ctx):
         if request.error is not None:
             raise request.error
         head = request.header
@@ -244,6 +328,17 @@ class StreamingServicer(pb_grpc.StreamingServicer):
         ack = await self.node.delete(
             request.collection_id, partition_id, request.vchannel, decode_array(request.pks)
         )
+        return _ack_pb(ack)
+
+    @handler(pb.WriteAckReply)
+    async def Upsert(self, request: SplitRequest, context: Ctx):
+        if request.error is not None:
+            raise request.error
+        head: pb.UpsertRequest = request.header
+        groups = decode_upsert_groups(request)
+        pks = decode_array(head.delete_pks) if head.delete_pks else pa.array([], pa.int64())
+        delete_pid = head.delete_partition_id if head.HasField("delete_partition_id") else None
+        ack = await self.node.upsert(head.collection_id, head.vchannel, groups, pks, delete_pid)
         return _ack_pb(ack)
 
     @handler(pb.FlushReply)
@@ -314,6 +409,18 @@ class StreamingClient:
         if partition_id is not None:
             request.partition_id = partition_id
         return _ack(await self._call(self._stub().Delete, "Delete", request, retry=False))
+
+    async def upsert(
+        self,
+        collection_id: int,
+        vchannel: str,
+        inserts: Sequence[tuple[int, pa.Table]],
+        delete_pks: pa.Array,
+        delete_partition_id: int | None,
+    ) -> WriteAck:
+        request = encode_upsert(collection_id, vchannel, inserts, delete_pks, delete_partition_id)
+        method = self._channel.stub(_upsert_method)
+        return _ack(await self._call(method, "Upsert", request, retry=False))
 
     async def flush(self, collection_id: int, vchannels: list[str]) -> FlushTicket:
         request = pb.FlushRequest(collection_id=collection_id, vchannels=list(vchannels))

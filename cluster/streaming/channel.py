@@ -10,8 +10,10 @@ Contract of :class:`ChannelOwner`:
   names the segments it seals, a ``drop_collection`` message forgets a collection.
 * **Writes**: under the channel lock a write takes a TSO timestamp, picks its segment (sealing the
   current one first when the batch does not fit :class:`SegmentPolicy`) and is handed to the
-  writer (``append_nowait``); the lock is released before the durable ack, so concurrent writes
-  share WAL blocks (group commit). Appends in lock order mean WAL order == timestamp order.
+  writer (``append_nowait``) as one message (an upsert's delete and inserts included: it is
+  durable, applied and replayed whole or not at all); the lock is released before the durable
+  ack, so concurrent writes share WAL blocks (group commit). Appends in lock order mean WAL
+  order == timestamp order.
   A message is applied in memory (growing segments, deletes, seals, ``service_ts``) only after
   its ack, in WAL order (acks arrive in append order; the callback drains the queue head), and
   the caller's :class:`WriteAck` returns after that: a read at the ack's timestamp sees it.
@@ -45,7 +47,7 @@ import contextlib
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -61,6 +63,7 @@ from cluster.streaming.errors import ChannelFenced, ChannelNotOwned
 from cluster.streaming.growing import GrowingSegment
 from cluster.streaming.messages import (
     MessageType,
+    UpsertPart,
     WalMessage,
     ddl_message,
     decode,
@@ -70,6 +73,7 @@ from cluster.streaming.messages import (
     flush_message,
     insert_message,
     time_tick_message,
+    upsert_message,
     with_system_columns,
 )
 from cluster.streaming.policy import SegmentStats
@@ -83,6 +87,8 @@ from woodpecker.objectstore.base import ObjectStore
 __all__ = ["ChannelOwner", "ChannelState", "StreamingConfig"]
 
 log = logging.getLogger(__name__)
+
+_DATA_TYPES = (MessageType.INSERT, MessageType.DELETE, MessageType.UPSERT)
 
 
 class ChannelState(enum.StrEnum):
@@ -246,7 +252,7 @@ class ChannelOwner:
                     raise Unavailable(f"channel {self.pchannel}: replay stalled before {end}")
                 header = decode_header(raw.properties)
                 cid = header.collection_id
-                if header.type in (MessageType.INSERT, MessageType.DELETE) and cid is not None:
+                if header.type in _DATA_TYPES and cid is not None:
                     await self._register(cid)
                 if self.mem.skips(header):
                     self.mem.advance(header.ts, raw.id)
@@ -368,15 +374,15 @@ class ChannelOwner:
         assert expected is not None
         rows = conform_insert(table, schema, expected)
         n, nbytes = rows.num_rows, rows.nbytes
-        first_id = await self.coordinator.allocate_ids(n)
-        row_ids = np.arange(first_id, first_id + n, dtype=np.int64)
-        while not self._space.is_set():  # back-pressure: too much appended but not applied
-            await self._space.wait()
+        row_ids = await self._row_ids(n)
+        await self._wait_for_space()
         async with self._lock:
             self._check_usable()
             self.mem.schemas.setdefault(collection_id, schema)
-            ts = await self.coordinator.allocate_timestamp()
+            # the segment first: sealing appends flush messages, which take their own (earlier)
+            # timestamps, so WAL order stays timestamp order
             sid = await self._segment_for((collection_id, partition_id, vchannel), n, nbytes)
+            ts = await self.coordinator.allocate_timestamp()
             full = with_system_columns(rows, row_ids, ts)
             msg = insert_message(
                 full, ts=ts, vchannel=vchannel, collection_id=collection_id,
@@ -405,6 +411,70 @@ class ChannelOwner:
             pending = self._append(msg)
         await asyncio.shield(pending.done)
         return WriteAck(ts, len(keys))
+
+    async def upsert(
+        self,
+        collection_id: int,
+        vchannel: str,
+        inserts: Sequence[tuple[int, pa.Table]],
+        delete_pks: pa.Array,
+        delete_partition_id: int | None,
+    ) -> WriteAck:
+        """Stamp, append and apply one upsert: the delete of ``delete_pks`` (in
+        ``delete_partition_id``, every partition when None) and the insert of each
+        ``(partition_id, rows)`` group, as ONE message at ONE timestamp, so both become durable
+        and visible together or not at all. Empty groups and keys are allowed. ``rows`` of the
+        ack counts the inserted rows."""
+        self._check_usable()
+        _, schema = await self.collections.get(collection_id)
+        expected = self.collections.arrow(collection_id)
+        assert expected is not None
+        keys = conform_pks(delete_pks, schema)
+        by_partition: dict[int, list[pa.Table]] = {}
+        for pid, table in inserts:
+            if table.num_rows:
+                by_partition.setdefault(pid, []).append(conform_insert(table, schema, expected))
+        # one group per partition: a second group could seal the segment of the first one
+        groups = [
+            (pid, tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks())
+            for pid, tables in by_partition.items()
+        ]
+        n = sum(rows.num_rows for _, rows in groups)
+        row_ids = await self._row_ids(n)
+        await self._wait_for_space()
+        async with self._lock:
+            self._check_usable()
+            self.mem.schemas.setdefault(collection_id, schema)
+            sids = [  # segments first, as in insert
+                await self._segment_for((collection_id, pid, vchannel), rows.num_rows, rows.nbytes)
+                for pid, rows in groups
+            ]
+            ts = await self.coordinator.allocate_timestamp()
+            if n == 0 and len(keys) == 0:
+                return WriteAck(ts, 0)
+            parts, start = [], 0
+            for (pid, rows), sid in zip(groups, sids, strict=True):
+                ids = row_ids[start : start + rows.num_rows]
+                parts.append(UpsertPart(pid, sid, with_system_columns(rows, ids, ts)))
+                start += rows.num_rows
+            msg = upsert_message(
+                parts, keys, ts=ts, vchannel=vchannel, collection_id=collection_id,
+                delete_partition_id=delete_partition_id,
+            )  # fmt: skip
+            pending = self._append(msg)
+        await asyncio.shield(pending.done)
+        return WriteAck(ts, n)
+
+    async def _row_ids(self, n: int) -> np.ndarray:
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        first_id = await self.coordinator.allocate_ids(n)
+        return np.arange(first_id, first_id + n, dtype=np.int64)
+
+    async def _wait_for_space(self) -> None:
+        """Back-pressure: wait while too much is appended but not yet applied."""
+        while not self._space.is_set():
+            await self._space.wait()
 
     async def flush(self, collection_id: int, vchannel: str) -> tuple[list[int], int]:
         """Seal the collection's growing segments on ``vchannel``; returns every segment of it

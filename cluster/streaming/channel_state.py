@@ -10,6 +10,9 @@ durable ack) and on replay, so both paths build the same state:
 * ``delete`` is applied to every in-memory segment of the collection on that vchannel (and
   partition, when it names one) and buffered as a :class:`BufferedDelete` for the delete logs of
   segments already flushed.
+* ``upsert`` is its delete, then an insert of each of its row groups, at the message's ts (the
+  delete hides only rows stamped below it, so the new rows stay visible). On replay the groups
+  of segments in ``flushed_after`` are skipped like inserts; the delete is applied regardless.
 * ``flush`` seals the segments it lists and queues them (``to_flush``) in seal order.
 * ``drop_collection`` forgets the collection's segments and buffered deletes.
 * every message advances ``service_ts`` (its ts) and ``last_mid``.
@@ -26,6 +29,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import pyarrow as pa
 
 from cluster.schema import CollectionSchema
 from cluster.streaming.flushing import BufferedDelete
@@ -103,9 +108,16 @@ class ChannelMemory:
         if cid is not None and cid in self.dropped and kind is not MessageType.DROP_COLLECTION:
             pass
         elif kind is MessageType.INSERT:
-            self._insert(msg, mid)
+            assert msg.segment_id is not None and msg.table is not None
+            self._insert(msg, msg.partition_id or 0, msg.segment_id, msg.table, mid)
         elif kind is MessageType.DELETE:
-            self._delete(msg, mid)
+            assert msg.table is not None
+            self._delete(msg, msg.partition_id, msg.table, mid)
+        elif kind is MessageType.UPSERT:
+            if msg.deletes is not None:
+                self._delete(msg, msg.header.delete_partition_id, msg.deletes, mid)
+            for part in msg.upsert_parts():
+                self._insert(msg, part.partition_id, part.segment_id, part.table, mid)
         elif kind is MessageType.FLUSH:
             self._flush(msg)
         elif kind is MessageType.DROP_COLLECTION and cid is not None:
@@ -124,9 +136,12 @@ class ChannelMemory:
                     if not fut.done():
                         fut.set_result(None)
 
-    def _insert(self, msg: WalMessage, mid: MessageId) -> None:
-        sid, cid = msg.segment_id, msg.collection_id
-        assert sid is not None and cid is not None and msg.table is not None
+    def _insert(
+        self, msg: WalMessage, partition_id: int, sid: int, rows: pa.Table, mid: MessageId
+    ) -> None:
+        """Append ``rows`` (of ``msg``) to segment ``sid`` of ``partition_id``."""
+        cid = msg.collection_id
+        assert cid is not None
         if sid in self.flushed_after:
             return
         seg = self.segments.get(sid)
@@ -135,29 +150,32 @@ class ChannelMemory:
             if schema is None:
                 raise RuntimeError(f"insert into collection {cid} whose schema is not registered")
             growing = GrowingSegment(
-                schema, segment_id=sid, collection_id=cid, partition_id=msg.partition_id or 0,
+                schema, segment_id=sid, collection_id=cid, partition_id=partition_id,
                 vchannel=msg.vchannel, clock=self.clock,
             )  # fmt: skip
             seg = self.segments[sid] = MemSegment(growing, mid, mid)
-        seg.growing.append(msg.table, mid)
+        seg.growing.append(rows, mid)
         seg.last_mid = mid
         if self.policy.decide(seg.growing.stats) is not None:
             self.on_wake()
 
-    def _delete(self, msg: WalMessage, mid: MessageId) -> None:
-        assert msg.table is not None and msg.collection_id is not None
-        pks = msg.table.column(PK_FIELD).combine_chunks()
+    def _delete(
+        self, msg: WalMessage, partition_id: int | None, keys: pa.Table, mid: MessageId
+    ) -> None:
+        """Delete the ``pk`` column of ``keys`` at ``msg.ts`` in ``partition_id`` (all: None)."""
+        assert msg.collection_id is not None
+        pks = keys.column(PK_FIELD).combine_chunks()
         for seg in self.segments.values():
             cid, pid, vch = seg.key
             if (
                 cid == msg.collection_id
                 and vch == msg.vchannel
-                and (msg.partition_id is None or msg.partition_id == pid)
+                and (partition_id is None or partition_id == pid)
             ):
                 seg.growing.apply_delete(pks, msg.ts, mid)
                 seg.last_mid = mid
         self.deletes.append(
-            BufferedDelete(msg.collection_id, msg.partition_id, msg.vchannel, pks, msg.ts, mid)
+            BufferedDelete(msg.collection_id, partition_id, msg.vchannel, pks, msg.ts, mid)
         )
         if self.deletes_since is None:
             self.deletes_since = self.clock.monotonic()

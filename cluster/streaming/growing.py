@@ -24,7 +24,9 @@ MVCC. Messages of a channel are stamped in append order, so rows arrive with non
 * the ``_ts`` of the next insert of the same primary key (an upsert; within one batch the last
   duplicate wins), and
 * the ts of the first delete of that key with ``delete_ts > _ts[i]`` (a delete hides the rows
-  of its key inserted *before* it; a later insert of the key is visible again).
+  of its key inserted *before* it; a later insert of the key is visible again). Strictly
+  before: an upsert deletes the old keys and inserts the new rows at one ts ``T``, and its
+  delete hides the versions below ``T``, never its own rows stamped ``T``.
 
 ``end`` is maintained on write from a ``pk -> latest row`` dict (built per batch with
 ``dict(zip(keys, offsets))`` and looked up with ``map(dict.get, ...)``: C-level loops, measured

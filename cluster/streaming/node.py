@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from cluster.coordinator.channel_manager import AssignmentKind, AssignmentWatcher
 from cluster.coordinator.errors import CollectionNotFound, PartitionNotFound
+from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.sessions import NodeSession, SessionLost
 from cluster.interfaces import CoordinatorService, FlushTicket, WriteAck
 from cluster.streaming.channel import ChannelOwner
@@ -319,23 +320,25 @@ class StreamingNode:
             raise NodeClosed(f"streaming node is {self.status.value}")
 
     async def _route(
-        self, collection_id: int, vchannel: str, partition_id: int | None = None
+        self, collection_id: int, vchannel: str, *partition_ids: int | None
     ) -> ChannelOwner:
+        """The owner of ``vchannel``'s pchannel, once the vchannel and every partition named
+        (None: all partitions) are known to belong to the collection."""
         self._check_usable()
         info, _ = await self.collections.get(collection_id)
-        if vchannel not in info.vchannels or (
-            partition_id is not None
-            and all(p.partition_id != partition_id for p in info.partitions)
-        ):
+
+        def unknown(info: CollectionInfo) -> list[int]:
+            known = {p.partition_id for p in info.partitions}
+            return [p for p in partition_ids if p is not None and p not in known]
+
+        if vchannel not in info.vchannels or unknown(info):
             info, _ = await self.collections.get(collection_id, refresh=True)
         if vchannel not in info.vchannels:
             raise InvalidArgument(
                 f"{vchannel} is not a vchannel of collection {collection_id} ({info.vchannels})"
             )
-        if partition_id is not None and all(
-            p.partition_id != partition_id for p in info.partitions
-        ):
-            raise PartitionNotFound(str(partition_id), info.name)
+        if missing := unknown(info):
+            raise PartitionNotFound(str(missing[0]), info.name)
         return self.owner(info.pchannels[info.vchannels.index(vchannel)])
 
     # --- StreamingService ----------------------------------------------------------------------
@@ -351,6 +354,18 @@ class StreamingNode:
     ) -> WriteAck:
         owner = await self._route(collection_id, vchannel, partition_id)
         return await owner.delete(collection_id, partition_id, vchannel, pks)
+
+    async def upsert(
+        self,
+        collection_id: int,
+        vchannel: str,
+        inserts: Sequence[tuple[int, pa.Table]],
+        delete_pks: pa.Array,
+        delete_partition_id: int | None,
+    ) -> WriteAck:
+        pids = [pid for pid, _ in inserts]
+        owner = await self._route(collection_id, vchannel, *pids, delete_partition_id)
+        return await owner.upsert(collection_id, vchannel, inserts, delete_pks, delete_partition_id)
 
     async def flush(self, collection_id: int, vchannels: list[str]) -> FlushTicket:
         """Seal on every vchannel (each must be served here, else :class:`ChannelNotOwned`);

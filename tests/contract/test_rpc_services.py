@@ -83,6 +83,7 @@ class Recorder:
         self.node = node
         self.inserted: list[pa.Table] = []
         self.deleted: list[pa.Array] = []
+        self.upserted: list[tuple[list[tuple[int, pa.Table]], pa.Array, int | None]] = []
 
     async def insert(self, cid: int, pid: int, vchannel: str, table: pa.Table) -> WriteAck:
         self.inserted.append(table)
@@ -91,6 +92,17 @@ class Recorder:
     async def delete(self, cid: int, pid: int | None, vchannel: str, pks: pa.Array) -> WriteAck:
         self.deleted.append(pks)
         return await self.node.delete(cid, pid, vchannel, pks)
+
+    async def upsert(
+        self,
+        cid: int,
+        vchannel: str,
+        inserts: list[tuple[int, pa.Table]],
+        pks: pa.Array,
+        delete_pid: int | None,
+    ) -> WriteAck:
+        self.upserted.append((list(inserts), pks, delete_pid))
+        return await self.node.upsert(cid, vchannel, inserts, pks, delete_pid)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.node, name)
@@ -455,6 +467,42 @@ async def test_delete_flush_flush_state_and_drop(streaming: Cluster) -> None:
     assert streaming.node.growing_segments(cid, info.vchannels[0]) == []  # type: ignore[union-attr]
 
 
+async def test_upsert_round_trips_as_one_call(streaming: Cluster) -> None:
+    info = await streaming.create_collection()
+    stream, node, recorder = streaming.stream, streaming.node, streaming.recorder
+    assert stream is not None and node is not None and recorder is not None
+    cid, pid, vch = info.collection_id, info.partitions[0].partition_id, info.vchannels[0]
+    old = await stream.insert(cid, pid, vch, rich_rows(info, 0, 10))
+    new = rich_rows(info, 5, 10)  # keys 5..14: 5..9 replace rows, 10..14 are new
+    keys = pa.array(range(5, 15), pa.int64())
+    ack = await stream.upsert(cid, vch, [(pid, new.slice(0, 4)), (pid, new.slice(4))], keys, None)
+    assert ack.rows == 10 and ack.timestamp > old.timestamp
+    [(groups, pks, delete_pid)] = recorder.upserted
+    assert [(g_pid, g.num_rows) for g_pid, g in groups] == [(pid, 4), (pid, 6)]
+    assert pa.concat_tables([g for _, g in groups]).equals(new) and delete_pid is None
+    assert groups[0][1].schema.equals(new.schema, check_metadata=True)
+    assert pks.equals(keys)
+    visible = {}
+    for seg in node.growing_segments(cid, vch):
+        t = seg.query(ack.timestamp, columns=["id", "_ts", "title"])
+        visible.update({r["id"]: (r["_ts"], r["title"]) for r in t.to_pylist()})
+    assert visible == {i: (old.timestamp, f"row {i} ✓") for i in range(5)} | {
+        i: (ack.timestamp, f"row {i} ✓") for i in range(5, 15)
+    }
+    # one side empty: the keys of another vchannel (auto id), in one partition
+    keys_only = await stream.upsert(cid, info.vchannels[1], [], pa.array([3]), pid)
+    assert keys_only.rows == 0 and recorder.upserted[-1][2] == pid
+    assert recorder.upserted[-1][0] == [] and recorder.upserted[-1][1].to_pylist() == [3]
+    await same_error(
+        lambda: node.upsert(cid, vch, [(424242, new)], keys, None),
+        lambda: stream.upsert(cid, vch, [(424242, new)], keys, None),
+    )
+    await same_error(
+        lambda: node.upsert(cid, vch, [], pa.array(["x"]), None),
+        lambda: stream.upsert(cid, vch, [], pa.array(["x"]), None),
+    )
+
+
 async def test_streaming_errors_arrive_as_the_same_class(streaming: Cluster) -> None:
     info = await streaming.create_collection()
     node, stream = streaming.node, streaming.stream
@@ -493,6 +541,10 @@ async def test_stopped_servers_give_unavailable(streaming: Cluster) -> None:
     assert err.value.retryable
     with pytest.raises(Unavailable):
         await streaming.stream.delete(info.collection_id, None, info.vchannels[0], pa.array([1]))
+    with pytest.raises(Unavailable):  # not retried either: the caller decides
+        await streaming.stream.upsert(
+            info.collection_id, info.vchannels[0], [(1, table)], pa.array([1]), None
+        )
 
     await streaming.coord_server.stop(0)
     quick = CoordinatorClient(streaming.coord_server.address, retry_for=0.3)
@@ -552,12 +604,15 @@ async def test_pymilvus_through_a_proxy_on_the_rpc_clients(streaming: Cluster) -
                 {"id": i, "vec": [float(i)] * DIM, "title": f"t{i}", "extra": i} for i in range(200)
             ]
             inserted = client.insert("e2e", rows)
+            upsert = [{**r, "id": r["id"] + 5, "title": "u"} for r in rows[190:]]  # 195..204
+            upserted = client.upsert("e2e", upsert)
             deleted = client.delete("e2e", ids=[1, 2, 3])
             client.flush("e2e", timeout=20)  # waits until GetFlushState says flushed
             described = client.describe_collection("e2e")
             client.drop_collection("e2e")
             return {
                 "inserted": inserted["insert_count"],
+                "upserted": upserted["upsert_count"],
                 "deleted": deleted["delete_count"],
                 "fields": [f["name"] for f in described["fields"]],
                 "listed": client.list_collections(),
@@ -569,9 +624,21 @@ async def test_pymilvus_through_a_proxy_on_the_rpc_clients(streaming: Cluster) -
     try:
         result = await asyncio.wait_for(asyncio.to_thread(scenario), 30)
         assert result["inserted"] == 200 and result["deleted"] == 3
+        assert result["upserted"] == 10
         assert result["fields"] == ["id", "vec", "title"] and result["listed"] == []
         segments = await streaming.coord.list_segments(result["collection_id"])
-        assert sum(s.rows for s in segments) == 200
+        assert sum(s.rows for s in segments) == 210  # 5 of the upsert's rows replace old ones
+        recorder = streaming.recorder
+        assert recorder is not None and len(recorder.inserted) == 2  # the insert, per shard
+        # the upsert: one call per shard, its keys and rows together (no auto id: same shard)
+        assert len(recorder.upserted) == 2
+        for groups, keys, delete_pid in recorder.upserted:
+            assert delete_pid is None  # no partition named: every partition
+            [(_, table)] = groups
+            assert sorted(table.column("id").to_pylist()) == sorted(keys.to_pylist())
+        assert sorted(k for _, keys, _ in recorder.upserted for k in keys.to_pylist()) == list(
+            range(195, 205)
+        )
         assert not await streaming.catalog.has_collection("default", "e2e")
     finally:
         await proxy.stop(1)

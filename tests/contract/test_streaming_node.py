@@ -340,3 +340,50 @@ async def test_deletes_reach_growing_and_flushed_segments(env: Env) -> None:
         return 3 in deleted[first] and 12 in deleted[second]
 
     await until(deltas_written)  # the delete buffer is persisted right after the flush
+
+
+async def test_an_upsert_replays_whole_after_a_crash_and_flushes_with_its_deletes(
+    env: Env,
+) -> None:
+    node = await env.node()
+    v0 = env.info.vchannels[0]
+    rows = env.batch(6)  # pks 0..5
+    old = await node.insert(env.cid, env.pid, v0, rows)
+    new = rows.slice(2, 3)
+    new = new.set_column(2, "title", pa.array(["new"] * 3))
+    ack = await node.upsert(env.cid, v0, [(env.pid, new)], new.column("id"), None)
+    assert ack.rows == 3 and ack.timestamp > old.timestamp
+    node.abandon()  # the crash: nothing flushed or checkpointed
+
+    second = await env.node()
+
+    def titles(ts: int) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for seg in second.growing_segments(env.cid, v0):
+            t = seg.query(ts, columns=["id", "title"])
+            for pk, title in zip(
+                t.column("id").to_pylist(), t.column("title").to_pylist(), strict=True
+            ):
+                assert pk not in out
+                out[pk] = title
+        return out
+
+    olds = {i: f"row {i}" for i in range(6)}
+    assert titles(ack.timestamp - 1) == olds  # replayed: not visible before its ts
+    assert titles(ack.timestamp) == olds | {2: "new", 3: "new", 4: "new"}
+    ticket = await second.flush(env.cid, [v0])
+    await env.wait_flushed(second, ticket)
+    [manifest] = await list_segments(env.objects, ROOT, env.cid)
+    stored = await read_segment(env.objects, manifest, ["id", "title", "_ts"])
+    assert stored.column("id").to_pylist() == [0, 1, 2, 3, 4, 5, 2, 3, 4]
+    pks, tss = await read_deltas(env.objects, manifest)
+    assert set(zip(pks.to_pylist(), tss.to_pylist(), strict=True)) == {
+        (k, ack.timestamp) for k in (2, 3, 4)
+    }
+    hidden = set(pks.to_pylist())
+    visible = {
+        r["id"]: r["title"]
+        for r in stored.to_pylist()
+        if r["id"] not in hidden or r["_ts"] >= ack.timestamp  # a delete at T hides _ts < T
+    }
+    assert visible == olds | {2: "new", 3: "new", 4: "new"}

@@ -348,8 +348,9 @@ async def test_insert_fans_out_to_owning_nodes(h: ProxyHarness) -> None:
 # --- upsert --------------------------------------------------------------------------------------
 
 
-async def test_upsert_deletes_then_inserts_on_the_same_vchannel(h: ProxyHarness) -> None:
+async def test_upsert_is_one_call_per_vchannel_with_its_keys_and_rows(h: ProxyHarness) -> None:
     cid = await create(h)
+    vchannels = list((await describe(h, "c")).virtual_channel_names)
     await h.servicer.Insert(insert_req(rows(10), 10), FakeContext())
     fields = rows(4, start=8)  # keys 8, 9 exist; 10, 11 are new
     reply = await h.servicer.Upsert(
@@ -359,22 +360,71 @@ async def test_upsert_deletes_then_inserts_on_the_same_vchannel(h: ProxyHarness)
     assert reply.status.code == 0, reply.status.reason
     assert list(reply.IDs.int_id.data) == [8, 9, 10, 11]
     assert reply.upsert_cnt == 4 and list(reply.succ_index) == [0, 1, 2, 3]
-    deletes = h.streaming.of("delete", cid)
-    assert sorted(k for c in deletes for k in c.data.to_pylist()) == [8, 9, 10, 11]
-    upsert_inserts = h.streaming.of("insert", cid)[-len(deletes) :]
-    for d in deletes:
-        later = [c for c in upsert_inserts if c.vchannel == d.vchannel]
-        assert later and all(c.ts > d.ts for c in later)
-        assert sorted(later[0].data.column("id").to_pylist()) == sorted(d.data.to_pylist())
-        assert d.partition_id is not None  # the named (here: _default) partition, as in Milvus
-    assert reply.timestamp == max(c.ts for c in h.streaming.calls)
+    upserts = h.streaming.of("upsert", cid)
+    assert len(h.streaming.of("insert", cid)) == 2 and not h.streaming.of("delete", cid)
+    shards = hash_pk_to_shard(np.arange(8, 12), 2)
+    assert sorted(c.vchannel for c in upserts) == sorted({vchannels[s] for s in shards})
+    default = (await h.catalog.describe_collection("default", "c")).partitions[0].partition_id
+    for call in upserts:  # one call per vchannel: its keys and its rows, one timestamp
+        keys = call.data.delete_pks.to_pylist()
+        assert keys == [k for k, s in zip(range(8, 12), shards, strict=True)
+                        if vchannels[s] == call.vchannel]  # fmt: skip
+        [(pid, table)] = call.data.inserts
+        assert table.column("id").to_pylist() == keys and pid == default
+        assert call.partition_id is None  # no partition named: the delete is everywhere
+    assert reply.timestamp == max(c.ts for c in upserts)
     live = h.streaming.live_rows(cid, "id")
     assert sorted(live.column("id").to_pylist()) == list(range(12))
     assert live.num_rows == 12
 
 
-async def test_upsert_auto_id_gets_new_ids(h: ProxyHarness) -> None:
+async def test_upsert_into_a_named_partition_deletes_there(h: ProxyHarness) -> None:
+    cid = await create(h)
+    await h.servicer.CreatePartition(
+        milvus_pb2.CreatePartitionRequest(collection_name="c", partition_name="p1"), FakeContext()
+    )
+    p1 = (await h.catalog.describe_collection("default", "c")).partition("p1")
+    assert p1 is not None
+    reply = await h.servicer.Upsert(
+        milvus_pb2.UpsertRequest(
+            collection_name="c", fields_data=rows(6), num_rows=6, partition_name="p1"
+        ),
+        FakeContext(),
+    )
+    assert reply.status.code == 0, reply.status.reason
+    for call in h.streaming.of("upsert", cid):
+        assert call.partition_id == p1.partition_id  # the delete: in p1 only
+        assert {pid for pid, _ in call.data.inserts} == {p1.partition_id}
+
+
+async def test_upsert_with_a_partition_key_sends_every_partition_of_a_vchannel_at_once(
+    h: ProxyHarness,
+) -> None:
+    cid = await create(h, "pk", partition_key=True)
+    fields = [*rows(40), int64("tenant", [i % 7 for i in range(40)])]
+    reply = await h.servicer.Upsert(
+        milvus_pb2.UpsertRequest(collection_name="pk", fields_data=fields, num_rows=40),
+        FakeContext(),
+    )
+    assert reply.status.code == 0, reply.status.reason
+    upserts = h.streaming.of("upsert", cid)
+    assert len(upserts) == 2 and len({c.vchannel for c in upserts}) == 2
+    parts = [
+        p.partition_id for p in (await h.catalog.describe_collection("default", "pk")).partitions
+    ]
+    for call in upserts:
+        assert call.partition_id is None and len(call.data.inserts) > 1  # several partitions
+        keys = sorted(call.data.delete_pks.to_pylist())
+        assert sorted(k for _, t in call.data.inserts for k in t.column("id").to_pylist()) == keys
+        for pid, table in call.data.inserts:
+            tenants = hash_pk_to_shard(np.asarray(table.column("tenant").to_pylist()), 4)
+            assert {parts[i] for i in tenants} == {pid}
+    assert sum(len(c.data.delete_pks) for c in upserts) == 40
+
+
+async def test_upsert_auto_id_sends_keys_and_new_rows_where_they_hash(h: ProxyHarness) -> None:
     cid = await create(h, "auto", auto_id=True)
+    vchannels = list((await describe(h, "auto")).virtual_channel_names)
     fields = rows(3, start=500)
     reply = await h.servicer.Upsert(
         milvus_pb2.UpsertRequest(collection_name="auto", fields_data=fields, num_rows=3),
@@ -383,12 +433,54 @@ async def test_upsert_auto_id_gets_new_ids(h: ProxyHarness) -> None:
     assert reply.status.code == 0, reply.status.reason
     new_ids = list(reply.IDs.int_id.data)
     assert len(set(new_ids)) == 3 and not set(new_ids) & {500, 501, 502}
-    deleted = sorted(k for c in h.streaming.of("delete", cid) for k in c.data.to_pylist())
+    upserts = h.streaming.of("upsert", cid)
+    assert not h.streaming.of("insert", cid) and not h.streaming.of("delete", cid)
+    assert len({c.vchannel for c in upserts}) == len(upserts)  # one call per vchannel
+    old_shards = hash_pk_to_shard(np.array([500, 501, 502]), 2)
+    new_shards = hash_pk_to_shard(np.array(new_ids), 2)
+    for call in upserts:
+        shard = vchannels.index(call.vchannel)
+        keys = call.data.delete_pks.to_pylist()
+        ids = [i for _, t in call.data.inserts for i in t.column("id").to_pylist()]
+        assert keys == [k for k, s in zip([500, 501, 502], old_shards, strict=True) if s == shard]
+        assert ids == [i for i, s in zip(new_ids, new_shards, strict=True) if s == shard]
+    deleted = sorted(k for c in upserts for k in c.data.delete_pks.to_pylist())
     assert deleted == [500, 501, 502]
-    inserted = sorted(
-        i for c in h.streaming.of("insert", cid) for i in c.data.column("id").to_pylist()
-    )
+    inserted = sorted(i for c in upserts for _, t in c.data.inserts for i in t["id"].to_pylist())
     assert inserted == sorted(new_ids)
+
+    # one row at a time: when the new id hashes to the other vchannel than the old key, the old
+    # key's vchannel gets an upsert of keys only and the new id's one of rows only
+    split = 0
+    for k in range(600, 620):
+        before = len(h.streaming.calls)
+        reply = await h.servicer.Upsert(
+            milvus_pb2.UpsertRequest(collection_name="auto", fields_data=rows(1, k), num_rows=1),
+            FakeContext(),
+        )
+        calls = h.streaming.calls[before:]
+        if len(calls) == 1:
+            [(_, table)] = calls[0].data.inserts
+            assert calls[0].data.delete_pks.to_pylist() == [k] and table.num_rows == 1
+            continue
+        split += 1
+        [keys_only] = [c for c in calls if not c.data.inserts]
+        [rows_only] = [c for c in calls if not len(c.data.delete_pks)]
+        assert keys_only.data.delete_pks.to_pylist() == [k]
+        [(_, table)] = rows_only.data.inserts
+        assert table.column("id").to_pylist() == list(reply.IDs.int_id.data)
+    assert 0 < split < 20
+
+
+async def test_upsert_failure_of_a_vchannel_is_a_status(h: ProxyHarness) -> None:
+    cid = await create(h)
+    h.streaming.fail_with = Unavailable("wal down")
+    reply = await h.servicer.Upsert(
+        milvus_pb2.UpsertRequest(collection_name="c", fields_data=rows(10), num_rows=10),
+        FakeContext(),
+    )
+    assert reply.status.code == 2 and "wal down" in reply.status.reason
+    assert len(h.streaming.of("upsert", cid)) == 1  # the other vchannel's upsert went through
 
 
 async def test_upsert_errors(h: ProxyHarness) -> None:

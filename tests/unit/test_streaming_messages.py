@@ -1,4 +1,5 @@
-"""cluster.streaming.messages: the WAL message format (round trips, errors, zero copy)."""
+"""cluster.streaming.messages: the WAL message format (round trips, versions, errors, zero
+copy)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from cluster.streaming.messages import (
     PK_FIELD,
     ROW_ID_FIELD,
     TS_FIELD,
+    MessageHeader,
     MessageType,
+    UpsertPart,
     WalMessage,
     ddl_message,
     decode,
@@ -32,7 +35,9 @@ from cluster.streaming.messages import (
     encode,
     flush_message,
     insert_message,
+    message_version,
     time_tick_message,
+    upsert_message,
     with_system_columns,
 )
 from woodpecker import LogStore
@@ -104,7 +109,7 @@ def test_insert_round_trip_keeps_columns_system_columns_and_header() -> None:
     msg = _insert()
     enc = encode(msg)
     assert enc.properties == {
-        "v": str(FORMAT_VERSION),
+        "v": "1",  # written with the first version that has inserts: old readers read it
         "type": "insert",
         "ts": str(7 << 18),
         "vchannel": "by-dml_0_5v0",
@@ -196,10 +201,130 @@ def test_flush_and_time_tick_round_trip() -> None:
     )
 
 
+def _upsert(ts: int = 9 << 18, keys: list | None = None, groups: int = 2) -> WalMessage:  # type: ignore[type-arg]
+    """An upsert of ``groups`` row groups (partitions 6, 7, ...; segments 70, 71, ...) deleting
+    ``keys`` (default: the rows' own keys 0..) in every partition."""
+    rows = _rows(4 * groups, ts) if groups else None
+    parts = [
+        UpsertPart(6 + g, 70 + g, rows.slice(4 * g, 4))  # type: ignore[union-attr]
+        for g in range(groups)
+    ]
+    keys = list(range(4 * groups)) if keys is None else keys
+    return upsert_message(parts, keys, ts=ts, vchannel="v0", collection_id=5, msg_id="u")
+
+
+def test_upsert_round_trip_keeps_both_parts_under_one_timestamp() -> None:
+    msg = _upsert(keys=[0, 1, 2, 3, 4, 5, 6, 7, 99])
+    enc = encode(msg)
+    assert enc.properties == {
+        "v": "2",
+        "type": "upsert",
+        "ts": str(9 << 18),
+        "vchannel": "v0",
+        "collection_id": "5",
+        "msg_id": "u",
+        "rows": "8",
+        "delete_rows": "9",
+        "parts": "6:70:4,7:71:4",
+    }
+    assert message_version(MessageType.UPSERT) == 2 == FORMAT_VERSION
+    out = _round_trip(msg)
+    assert out.header == msg.header and out.type is MessageType.UPSERT
+    assert out.header.delete_partition_id is None  # every partition
+    assert out.deletes is not None and out.table is not None and msg.table is not None
+    assert out.deletes.column(PK_FIELD).to_pylist() == [0, 1, 2, 3, 4, 5, 6, 7, 99]
+    assert set(out.deletes.column(TS_FIELD).to_pylist()) == {9 << 18}
+    assert set(out.table.column(TS_FIELD).to_pylist()) == {9 << 18}  # one timestamp
+    assert out.table.equals(msg.table)
+    assert out.table.schema.equals(msg.table.schema, check_metadata=True)
+    parts = out.upsert_parts()
+    assert [(p.partition_id, p.segment_id, p.table.num_rows) for p in parts] == [
+        (6, 70, 4),
+        (7, 71, 4),
+    ]
+    assert parts[1].table.column("id").to_pylist() == [4, 5, 6, 7]
+    assert all(p.table.column("vec").num_chunks == 1 for p in parts)
+
+
+def test_upsert_decode_is_zero_copy() -> None:
+    enc = encode(_upsert())
+    payload = pa.py_buffer(bytes(enc.payload))
+    out = decode_parts(payload, enc.properties)
+    for part in out.upsert_parts():
+        data = part.table.column("vec").chunk(0).flatten().buffers()[1]
+        assert payload.address <= data.address < payload.address + payload.size
+    assert out.deletes is not None
+    keys = out.deletes.column(PK_FIELD).chunk(0).buffers()[1]
+    assert payload.address <= keys.address < payload.address + payload.size
+
+
+@pytest.mark.parametrize(
+    ("keys", "groups", "delete_partition_id"),
+    [([], 1, None), ([1, 2], 0, 6), (["a", "bb"], 0, None), ([3], 1, 6)],
+    ids=["rows only", "keys only", "string keys only", "both, one partition"],
+)
+def test_upsert_with_one_part_empty_round_trips(
+    keys: list,
+    groups: int,
+    delete_partition_id: int | None,  # type: ignore[type-arg]
+) -> None:
+    rows = _rows(3, 11) if groups else None
+    parts = [UpsertPart(6, 70, rows)] if rows is not None else []
+    msg = upsert_message(
+        parts, keys, ts=11, vchannel="v", collection_id=1, delete_partition_id=delete_partition_id
+    )
+    out = _round_trip(msg)
+    assert out.header == msg.header
+    assert out.header.delete_partition_id == delete_partition_id
+    assert (out.table is None) == (not groups) and (out.deletes is None) == (not keys)
+    if keys:
+        assert out.deletes is not None and out.deletes.column(PK_FIELD).to_pylist() == keys
+    assert [p.table.num_rows for p in out.upsert_parts()] == [3] * groups
+    assert encode(msg).properties.get("parts") == ("6:70:3" if groups else None)
+
+
+def test_upsert_drops_empty_groups_and_refuses_an_empty_upsert() -> None:
+    rows = _rows(2, 11)
+    msg = upsert_message(
+        [UpsertPart(6, 70, rows.slice(0, 0)), UpsertPart(7, 71, rows)], [],
+        ts=11, vchannel="v", collection_id=1,
+    )  # fmt: skip
+    assert msg.header.parts == ((7, 71, 2),)
+    with pytest.raises(ValueError, match="without rows or keys"):
+        encode(upsert_message([], [], ts=11, vchannel="v", collection_id=1))
+    with pytest.raises(ValueError, match="must equal the message ts"):
+        encode(upsert_message([UpsertPart(6, 70, rows)], [1], ts=12, vchannel="v", collection_id=1))
+    bad_parts = WalMessage(
+        MessageHeader(MessageType.UPSERT, 11, "v", 1, parts=((6, 70, 5),)), table=rows
+    )
+    with pytest.raises(ValueError, match="do not cover"):
+        encode(bad_parts)
+
+
+def test_malformed_upserts_are_refused() -> None:
+    enc = encode(_upsert(keys=[1, 2]))
+    props, payload = enc.properties, bytes(enc.payload)
+    with pytest.raises(MalformedMessage, match="needs format version 2"):  # not in v1
+        decode_parts(payload, {**props, "v": "1"})
+    with pytest.raises(MalformedMessage, match="no length"):
+        decode_parts(payload[:4], props)
+    with pytest.raises(MalformedMessage, match="overruns"):
+        decode_parts(b"\xff" * 8 + payload[8:], props)
+    with pytest.raises(MalformedMessage, match="parts"):
+        decode_parts(payload, {**props, "parts": "6:70:4,7:71:3"})
+    with pytest.raises(MalformedMessage, match="parts"):
+        decode_parts(payload, {**props, "parts": "6:70"})
+    with pytest.raises(MalformedMessage, match="delete_rows"):
+        decode_parts(payload, {**props, "delete_rows": "3"})
+    with pytest.raises(MalformedMessage, match="Arrow IPC"):
+        decode_parts(payload[:-9], props)
+
+
 def test_every_message_type_round_trips() -> None:
     samples = {
         MessageType.INSERT: _insert(),
         MessageType.DELETE: delete_message([1], ts=1, vchannel="v", collection_id=1),
+        MessageType.UPSERT: _upsert(),
         MessageType.FLUSH: flush_message(ts=1, vchannel="v", collection_id=1),
         MessageType.TIME_TICK: time_tick_message(1),
         **{t: ddl_message(t, {}, ts=1, collection_id=1) for t in DDL_TYPES},
@@ -210,6 +335,8 @@ def test_every_message_type_round_trips() -> None:
         assert out.header == msg.header, type_
         assert out.body == msg.body
         assert (out.table is None) == (msg.table is None)
+        assert (out.deletes is None) == (msg.deletes is None)
+        assert encode(msg).properties["v"] == str(message_version(type_))
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd"])
@@ -231,7 +358,11 @@ async def test_round_trip_through_the_wal() -> None:
     try:
         log = await store.create_log("pchannel")
         writer = await log.open_writer()
-        msgs = [_insert(n=5), delete_message([1, 2], ts=8 << 18, vchannel="v", collection_id=5)]
+        msgs = [
+            _insert(n=5),
+            delete_message([1, 2], ts=8 << 18, vchannel="v", collection_id=5),
+            _upsert(ts=9 << 18),
+        ]
         mids = []
         for msg in msgs:
             enc = encode(msg)
@@ -244,6 +375,7 @@ async def test_round_trip_through_the_wal() -> None:
             assert out.header == msg.header
             assert out.table is not None and msg.table is not None
             assert out.table.equals(msg.table)
+            assert (out.deletes is None) == (msg.deletes is None)
         await reader.close()
     finally:
         await store.close()
@@ -262,13 +394,23 @@ def _props(**changes: str | None) -> dict[str, str]:
     return props
 
 
-@pytest.mark.parametrize("version", [None, "0", "2", "x", ""])
+@pytest.mark.parametrize("version", [None, "0", str(FORMAT_VERSION + 1), "x", "", "01"])
 def test_unknown_or_missing_version_is_refused(version: str | None) -> None:
     with pytest.raises(UnsupportedMessageVersion) as info:
         decode_parts(b"", _props(v=version))
     assert info.value.version == version
     assert isinstance(info.value, MessageError) and isinstance(info.value, CanopyError)
     assert not info.value.retryable
+
+
+def test_every_known_version_decodes_the_original_types() -> None:
+    """Version-1 messages (every WAL written before upserts) still decode, and so do the
+    original types under a newer ``v``."""
+    enc = encode(_insert())
+    assert enc.properties["v"] == "1"
+    for version in range(1, FORMAT_VERSION + 1):
+        out = decode_parts(bytes(enc.payload), {**enc.properties, "v": str(version)})
+        assert out.header == _insert().header
 
 
 def test_version_is_checked_before_type() -> None:

@@ -1,5 +1,6 @@
 """cluster.streaming.node / .channel on in-memory storage: routing errors, validation before the
-WAL, crash windows of a flush, drop, the injected clock, and channel assignment."""
+WAL, crash windows of a flush, drop, the injected clock, channel assignment, and upserts (flush,
+and atomicity when the WAL append fails or the channel is fenced)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pymilvus.client.prepare import Prepare
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.channel_manager import AssignmentWatcher, ChannelManager
 from cluster.coordinator.channels import ChannelState
+from cluster.coordinator.errors import PartitionNotFound
 from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.service import LocalCoordinator
 from cluster.coordinator.sessions import STREAMING, NodeSession, SessionRegistry
@@ -33,6 +35,7 @@ from cluster.streaming.policy import SegmentPolicy
 from woodpecker import LogStore, WalConfig
 from woodpecker.clock import Clock, ManualClock, RealClock
 from woodpecker.errors import InvalidArgument, Unavailable
+from woodpecker.message import MessageId
 from woodpecker.meta.memory import MemoryMetaStore
 from woodpecker.objectstore import Faulty, MemoryObjectStore
 
@@ -89,6 +92,13 @@ class Env:
         pks = np.array([next(self.pks) for _ in range(n)], dtype=np.int64)
         vec = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(n * DIM, np.float32)), DIM)
         return pa.Table.from_arrays([pa.array(pks), vec], schema=arrow_schema(schema))
+
+    def rows(self, info: CollectionInfo, pks: list[int], value: float = 1.0) -> pa.Table:
+        """Rows with the given keys and every vector component ``value``."""
+        schema = from_request_bytes(info.schema)
+        n = len(pks)
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(np.full(n * DIM, value, np.float32)), DIM)
+        return pa.Table.from_arrays([pa.array(pks, pa.int64()), vec], schema=arrow_schema(schema))
 
     async def insert(self, node: StreamingNode, info: CollectionInfo, n: int) -> list[int]:
         table = self.batch(info, n)
@@ -474,3 +484,180 @@ async def test_a_channel_is_taken_over_again_after_a_storage_outage(env: Env) ->
     await flushed(node, info)
     stored = await env.stored(info.collection_id)
     assert set(before) | set(after) <= set(stored) and len(stored) == len(set(stored))
+
+
+# --- upsert --------------------------------------------------------------------------------------
+
+
+def growing_versions(node: StreamingNode, info: CollectionInfo, ts: int | None = None) -> dict:  # type: ignore[type-arg]
+    """pk -> (_ts, first vector component) of the rows visible at ``ts`` (default: the
+    channel's service ts) in the node's growing segments; a pk visible twice fails."""
+    vchannel = info.vchannels[0]
+    at = node.service_ts(vchannel) if ts is None else ts
+    out: dict[int, tuple[int, float]] = {}
+    for seg in node.growing_segments(info.collection_id, vchannel):
+        t = seg.query(at, columns=["id", "_ts", "vec"])
+        for pk, stamp, vec in zip(
+            *(t.column(c).to_pylist() for c in ("id", "_ts", "vec")), strict=True
+        ):
+            assert pk not in out, f"pk {pk} visible twice"
+            out[pk] = (stamp, vec[0])
+    return out
+
+
+async def stored_versions(env: Env, collection_id: int) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """(pk -> (_ts, first vector component) of the visible rows, segment id -> sorted delete
+    log entries) of the flushed segments: a delete at T hides the rows with _ts < T."""
+    rows: list[tuple[int, int, float]] = []
+    deltas: dict[int, list[tuple[int, int]]] = {}
+    latest: dict[int, int] = {}
+    for m in await list_segments(env.objects, ROOT, collection_id):
+        t = await read_segment(env.objects, m, ["id", "_ts", "vec"])
+        rows += zip(*(t.column(c).to_pylist() for c in ("id", "_ts", "vec")), strict=True)
+        pks, tss = await read_deltas(env.objects, m)
+        deltas[m.segment_id] = sorted(zip(pks.to_pylist(), tss.to_pylist(), strict=True))
+        for pk, ts in deltas[m.segment_id]:
+            latest[pk] = max(ts, latest.get(pk, 0))
+    newest: dict[int, tuple[int, float]] = {}
+    for pk, ts, vec in rows:
+        if pk not in newest or ts > newest[pk][0]:
+            newest[pk] = (ts, vec[0])
+    visible = {pk: v for pk, v in newest.items() if latest.get(pk, -1) <= v[0]}
+    return visible, deltas
+
+
+async def wal_types(node_store: LogStore, pchannel: str) -> list[str]:
+    log = await node_store.open_log(pchannel)
+    reader = await log.open_reader(MessageId.EARLIEST)
+    types = []
+    while (msg := await reader.read_next(timeout=0.05)) is not None:
+        types.append(msg.properties["type"])
+    await reader.close()
+    return types
+
+
+async def test_an_upsert_is_one_message_and_flushes_rows_and_delete_logs(env: Env) -> None:
+    info = await env.collection("c")
+    node = await env.node(list(info.pchannels))
+    cid, pid, v = info.collection_id, info.partitions[0].partition_id, info.vchannels[0]
+    await node.insert(cid, pid, v, env.rows(info, [0, 1, 2, 3]))
+    await flushed(node, info)  # segment A: keys 0..3, on storage
+    old = await node.insert(cid, pid, v, env.rows(info, [4, 5, 6, 7]))  # segment B, growing
+    ack = await node.upsert(
+        cid, v, [(pid, env.rows(info, [1, 5, 100], 2.0))], pa.array([1, 5, 100]), None
+    )
+    assert ack.rows == 3 and ack.timestamp > old.timestamp
+    before = growing_versions(node, info, ack.timestamp - 1)
+    assert sorted(before) == [4, 5, 6, 7]  # 1 is in A (flushed), 100 does not exist yet
+    after = growing_versions(node, info, ack.timestamp)
+    assert after == {4: before[4], 6: before[6], 7: before[7]} | {
+        k: (ack.timestamp, 2.0) for k in (1, 5, 100)
+    }
+    types = await wal_types(node.log_store, info.pchannels[0])
+    assert types.count("upsert") == 1 and "delete" not in types  # (the WAL holds no more
+    # inserts than B's: it was truncated after A's flush)
+
+    await flushed(node, info)
+    a, b = sorted(s.segment_id for s in await env.coordinator.list_segments(cid))
+
+    async def deltas_written() -> bool:
+        return bool((await stored_versions(env, cid))[1].get(a))
+
+    await until(deltas_written)  # the buffered delete reaches A right after the flush
+    visible, deltas = await stored_versions(env, cid)
+    t = ack.timestamp
+    # A: the keys in its pk range. B: its own deletes, written with it, plus the same ones
+    # again from the delete buffer (B is flushed and in range by then; duplicates are harmless)
+    assert {k: set(v) for k, v in deltas.items()} == {a: {(1, t)}, b: {(1, t), (5, t), (100, t)}}
+    segments = {m.segment_id: m for m in await list_segments(env.objects, ROOT, cid)}
+    b_rows = await read_segment(env.objects, segments[b], ["id", "_ts"])
+    assert b_rows.column("id").to_pylist() == [4, 5, 6, 7, 1, 5, 100]
+    assert b_rows.column("_ts").to_pylist()[4:] == [t, t, t]  # the rows carry the delete's ts
+    assert visible == {0: visible[0], 2: visible[2], 3: visible[3]} | {
+        k: (t, 2.0) for k in (1, 5, 100)
+    } | {k: (old.timestamp, 1.0) for k in (4, 6, 7)}
+
+
+@pytest.mark.parametrize("fault", ["outage", "durable_then_outage"])
+async def test_a_failed_upsert_is_applied_whole_or_not_at_all(env: Env, fault: str) -> None:
+    """The WAL append of an upsert fails (the caller sees an error). After a takeover, key 1 is
+    visible exactly once: the old row when the block never landed (outage), the new row when it
+    landed before the writer gave up (its reply lost, then the retry failed) -- never neither,
+    never both."""
+    info = await env.collection("c")
+    faulty = Faulty(env.objects)
+    wal = WalConfig(max_interval=0.001, put_attempts=2, retry_base_delay=0.001)
+    store = await LogStore.open(faulty, env.meta, wal)
+    env.stores.append(store)
+    quiet = StreamingConfig(**{**CONFIG.__dict__, "time_tick_interval": 3600.0})
+    node = StreamingNode(
+        store, faulty, env.coordinator, channels=list(info.pchannels), config=quiet
+    )
+    env.nodes.append(node)
+    await node.start()
+    cid, pid, v = info.collection_id, info.partitions[0].partition_id, info.vchannels[0]
+    old = await node.insert(cid, pid, v, env.rows(info, [0, 1, 2]))
+    if fault == "outage":
+        faulty.down = True
+    else:
+        faulty.fail_next("put", "unknown_outcome_applied")  # the block lands, the reply is lost
+        faulty.fail_next("put", "unavailable")  # and the retry fails
+    with pytest.raises(Unavailable):
+        await node.upsert(cid, v, [(pid, env.rows(info, [1], 2.0))], pa.array([1]), None)
+    node.abandon()  # the crash
+    faulty.down = False
+
+    second = await env.node(list(info.pchannels))  # takeover: fence and replay
+    versions = growing_versions(second, info)
+    types = await wal_types(second.log_store, info.pchannels[0])
+    if fault == "outage":
+        assert "upsert" not in types
+        assert versions == {k: (old.timestamp, 1.0) for k in (0, 1, 2)}  # old row intact
+    else:
+        assert types.count("upsert") == 1
+        upsert_ts = versions[1][0]
+        assert upsert_ts > old.timestamp and versions[1] == (upsert_ts, 2.0)
+        assert growing_versions(second, info, upsert_ts - 1)[1] == (old.timestamp, 1.0)
+    await flushed(second, info)
+    visible, _ = await stored_versions(env, cid)
+    assert visible == versions
+
+
+async def test_an_upsert_at_a_fenced_owner_leaves_nothing_behind(env: Env) -> None:
+    info = await env.collection("c")
+    cid, pid, v = info.collection_id, info.partitions[0].partition_id, info.vchannels[0]
+    first = await env.node(list(info.pchannels))
+    old = await first.insert(cid, pid, v, env.rows(info, [0, 1]))
+    second = await env.node(list(info.pchannels))  # takes the channel over: fences the first
+    with pytest.raises(ChannelNotOwned):  # ChannelFenced: retryable at the new owner
+        await first.upsert(cid, v, [(pid, env.rows(info, [1], 2.0))], pa.array([1]), None)
+    assert growing_versions(second, info) == {0: (old.timestamp, 1.0), 1: (old.timestamp, 1.0)}
+    second.abandon()
+    third = await env.node(list(info.pchannels))  # and a replay of the whole WAL agrees
+    assert "upsert" not in await wal_types(third.log_store, info.pchannels[0])
+    assert growing_versions(third, info) == {0: (old.timestamp, 1.0), 1: (old.timestamp, 1.0)}
+
+
+async def test_upsert_routing_and_validation(env: Env) -> None:
+    info = await env.collection("c")
+    node = await env.node(list(info.pchannels))
+    cid, pid, v = info.collection_id, info.partitions[0].partition_id, info.vchannels[0]
+    with pytest.raises(PartitionNotFound):
+        await node.upsert(cid, v, [(424242, env.rows(info, [1]))], pa.array([1]), None)
+    with pytest.raises(PartitionNotFound):
+        await node.upsert(cid, v, [], pa.array([1]), 424242)
+    with pytest.raises(SchemaMismatch):
+        await node.upsert(cid, v, [], pa.array(["x"]), None)
+    with pytest.raises(SchemaMismatch):
+        bad = env.rows(info, [1]).drop_columns(["vec"])
+        await node.upsert(cid, v, [(pid, bad)], pa.array([1]), None)
+    empty = await node.upsert(cid, v, [(pid, env.rows(info, []))], pa.array([], pa.int64()), None)
+    assert empty.rows == 0 and empty.timestamp > 0
+    assert not set(await wal_types(node.log_store, info.pchannels[0])) - {"time_tick"}
+    # two groups of one partition become one part (a second part could seal the first's segment)
+    ack = await node.upsert(
+        cid, v, [(pid, env.rows(info, [1])), (pid, env.rows(info, [2]))], pa.array([1, 2]), pid
+    )
+    assert ack.rows == 2
+    [seg] = node.growing_segments(cid, v)
+    assert seg.query(ack.timestamp, columns=["id"]).column("id").to_pylist() == [1, 2]
