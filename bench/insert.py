@@ -13,6 +13,8 @@ Targets (``--targets``, comma-separated, default all):
 
 * ``standalone``: ``canopy standalone`` as a subprocess on a temp data dir (embedded defaults:
   file:// objects, sqlite meta).
+* ``standalone-s3``: the same process on SeaweedFS + etcd (started by the benchmark): the
+  storage's share of the cluster row's cost.
 * ``cluster``: ``integration.cluster.LocalCluster(proxies=2, streaming_nodes=2)`` (coordinator,
   proxies and streaming nodes on SeaweedFS + etcd). With ``--clients 2`` each client talks to
   its own proxy. Prints "LocalCluster not available" when it cannot be imported.
@@ -62,7 +64,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 COLLECTION = "bench_insert"
-ALL_TARGETS = ("standalone", "cluster", "lite")
+ALL_TARGETS = ("standalone", "standalone-s3", "cluster", "lite")
 LITE_VERSION = "3.2.2"
 START_TIMEOUT = 60.0
 WORKER_TIMEOUT = 600.0
@@ -462,6 +464,23 @@ def run_standalone(args: argparse.Namespace, tmp: Path) -> list[Row]:
     return [row]
 
 
+def run_standalone_s3(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    """The same single process on SeaweedFS + etcd: separates the storage's cost from the cost
+    of running the roles as separate processes (the cluster row)."""
+    from integration.services import etcd_running, seaweedfs_running
+
+    with etcd_running(tmp / "etcd") as etcd, seaweedfs_running(tmp / "s3") as s3:
+        port = free_port()
+        cmd = [sys.executable, "-m", "cluster", "standalone", "--data-dir", str(tmp / "sa-s3")]
+        cmd += ["--object-store", s3.uri("bench"), "--meta", etcd.uri("bench")]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
+        env = {**os.environ, **s3.env()}
+        with server_process(cmd, port, tmp / "standalone-s3.log", cwd=REPO, env=env) as uri:
+            row = measure("canopy standalone (S3)", [uri], args, clients=args.clients)
+    row.note = "one process on SeaweedFS + etcd"
+    return [row]
+
+
 def run_cluster(args: argparse.Namespace, tmp: Path) -> list[Row]:
     try:
         from integration.cluster import LocalCluster  # type: ignore[import-not-found]
@@ -491,6 +510,7 @@ def run_lite(args: argparse.Namespace, tmp: Path) -> list[Row]:
 
 RUNNERS: dict[str, Callable[[argparse.Namespace, Path], list[Row]]] = {
     "standalone": run_standalone,
+    "standalone-s3": run_standalone_s3,
     "cluster": run_cluster,
     "lite": run_lite,
 }

@@ -166,3 +166,19 @@ def test_timestamps_increase_across_coordinator_restarts(cluster: LocalCluster) 
     client.create_collection("after", schema=schema(client))
     assert client.insert("after", rows(range(10), np.random.default_rng(4)))["insert_count"] == 10
     client.close()
+
+
+def test_a_cluster_with_its_own_services_cleans_up_after_itself() -> None:
+    from integration.processes import pid_alive
+
+    with LocalCluster(proxies=1, streaming_nodes=1, channels=1) as own:
+        assert own.etcd is not None and own.s3 is not None
+        pids = [own.etcd.pid, own.s3.pid] + [n.proc.pid for n in own.nodes.values() if n.proc]
+        work_dir = own.work_dir
+        assert all(pid is not None and pid_alive(pid) for pid in pids)
+        client = MilvusClient(uri=own.uri)
+        client.create_collection("own", schema=schema(client))
+        assert client.insert("own", rows(range(5), np.random.default_rng(5)))["insert_count"] == 5
+        client.close()
+    assert not any(pid_alive(pid) for pid in pids if pid is not None)
+    assert not work_dir.exists()  # its own temp dir is removed too
