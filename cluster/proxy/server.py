@@ -10,27 +10,27 @@ sent (gRPC's 4 MiB default refuses ordinary inserts: 2,000 x 768 floats is 6.2 M
 
 from __future__ import annotations
 
-import enum
-import logging
-
 import grpc
 from pymilvus.grpc_gen import milvus_pb2_grpc
 
+from cluster.rpc.server import MAX_MESSAGE_BYTES, RpcServer, ServerState
+
 __all__ = ["MAX_MESSAGE_BYTES", "ProxyServer", "ServerState"]
 
-log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+class _MilvusService:
+    """Registers a ``MilvusServiceServicer`` on a server (the ``Servicer`` protocol)."""
+
+    def __init__(self, servicer: milvus_pb2_grpc.MilvusServiceServicer) -> None:
+        self.servicer = servicer
+
+    def register(self, server: grpc.aio.Server) -> None:
+        milvus_pb2_grpc.add_MilvusServiceServicer_to_server(self.servicer, server)
 
 
-class ServerState(enum.StrEnum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-class ProxyServer:
-    """Serves ``servicer`` (a ``MilvusServiceServicer``) on ``host:port``."""
+class ProxyServer(RpcServer):
+    """Serves ``servicer`` (a ``MilvusServiceServicer``) on ``host:port``: an
+    :class:`~cluster.rpc.server.RpcServer` with the Milvus API as its one service."""
 
     def __init__(
         self,
@@ -40,60 +40,11 @@ class ProxyServer:
         *,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        self.servicer = servicer
-        self.host = host
-        self.port = port
-        self.max_message_bytes = max_message_bytes
-        self.state = ServerState.NEW
-        self._server: grpc.aio.Server | None = None
-
-    @property
-    def address(self) -> str:
-        """``host:port`` (IPv6 hosts in brackets), for ``MilvusClient(uri=f"http://{address}")``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    async def start(self) -> None:
-        if self.state is not ServerState.NEW:
-            raise RuntimeError(f"ProxyServer.start() in state {self.state}")
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", self.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ]
+        super().__init__(
+            host,
+            port,
+            [_MilvusService(servicer)],
+            max_message_bytes=max_message_bytes,
+            name="proxy (Milvus gRPC API)",
         )
-        milvus_pb2_grpc.add_MilvusServiceServicer_to_server(self.servicer, server)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        try:
-            bound = server.add_insecure_port(f"{host}:{self.port}")
-        except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
-            raise OSError(f"cannot listen on {host}:{self.port}: {exc}") from exc
-        if bound == 0:
-            raise OSError(f"cannot listen on {host}:{self.port}")
-        self.port = bound
-        await server.start()
-        self._server = server
-        self.state = ServerState.RUNNING
-        log.info("proxy listening on %s (Milvus gRPC API)", self.address)
-
-    async def stop(self, grace: float | None = 5.0) -> None:
-        if self.state is ServerState.STOPPED:
-            return
-        self.state = ServerState.STOPPED
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
-            log.info("proxy on %s stopped", self.address)
-
-    async def wait_for_termination(self) -> None:
-        """Block until the server stops (wrap in ``asyncio.timeout`` to bound the wait)."""
-        if self._server is not None:
-            await self._server.wait_for_termination()
-
-    async def __aenter__(self) -> ProxyServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        self.servicer = servicer

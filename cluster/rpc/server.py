@@ -16,7 +16,7 @@ import enum
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
@@ -108,9 +108,11 @@ class RpcServer:
         servicers: Sequence[Servicer],
         *,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        name: str = "rpc server",
     ) -> None:
         self.host = host
         self.port = port
+        self.name = name  # in log lines
         self.servicers = list(servicers)
         self.max_message_bytes = max_message_bytes
         self.state = ServerState.NEW
@@ -123,7 +125,7 @@ class RpcServer:
 
     async def start(self) -> None:
         if self.state is not ServerState.NEW:
-            raise RuntimeError(f"RpcServer.start() in state {self.state}")
+            raise RuntimeError(f"{type(self).__name__}.start() in state {self.state}")
         server = grpc.aio.server(
             options=[*_size_options(self.max_message_bytes), ("grpc.so_reuseport", 0)]
         )
@@ -139,23 +141,23 @@ class RpcServer:
         await server.start()
         self._server = server
         self.state = ServerState.RUNNING
-        log.info("rpc server listening on %s", self.address)
+        log.info("%s listening on %s", self.name, self.address)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float | None = 5.0) -> None:
         if self.state is ServerState.STOPPED:
             return
         self.state = ServerState.STOPPED
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-            log.info("rpc server on %s stopped", self.address)
+            log.info("%s on %s stopped", self.name, self.address)
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops (wrap in ``asyncio.timeout`` to bound the wait)."""
         if self._server is not None:
             await self._server.wait_for_termination()
 
-    async def __aenter__(self) -> RpcServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

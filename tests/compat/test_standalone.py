@@ -7,97 +7,23 @@ milestone) and recomputes which rows are visible.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
-from pymilvus.grpc_gen import milvus_pb2, milvus_pb2_grpc
-
-from cluster.storage.deltas import read_deltas
-from cluster.storage.segment_files import list_segments
-from cluster.storage.segment_reader import read_segment
-from integration.services import free_port
-from woodpecker.objectstore import FileObjectStore
+from standalone_process import StandaloneProcess, read_visible_rows
 
 DIM = 8
 
 
-def _answers(port: int) -> bool:
-    """GetVersion over a fresh channel (pymilvus caches connections per address, so a
-    MilvusClient probe can "succeed" against the previous, stopped process)."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        stub = milvus_pb2_grpc.MilvusServiceStub(channel)
-        stub.GetVersion(milvus_pb2.GetVersionRequest(), timeout=1)
-        return True
-    except grpc.RpcError:
-        return False
-    finally:
-        channel.close()
-
-
-class StandaloneProcess:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = open(self.data_dir.parent / f"standalone-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cluster",
-                "standalone",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"standalone exited with {self.proc.returncode}"
-            if _answers(self.port):
-                return
-            time.sleep(0.1)
-        raise AssertionError("canopy standalone did not answer within 30 s")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-
 @pytest.fixture
 def standalone(tmp_path: Path) -> Iterator[StandaloneProcess]:
-    proc = StandaloneProcess(tmp_path / "data")
-    proc.start()
-    yield proc
-    if proc.proc is not None and proc.proc.poll() is None:
-        proc.stop(signal.SIGKILL)
+    with StandaloneProcess(tmp_path / "data") as proc:
+        yield proc
 
 
 def _schema(client: MilvusClient):  # type: ignore[no-untyped-def]
@@ -118,28 +44,8 @@ def _rows(ids: range, rng: np.random.Generator, tag: str) -> list[dict]:
 
 def _visible_rows(data_dir: Path, collection_id: int) -> dict[int, str]:
     """pk -> title of the rows visible after every insert and delete in object storage."""
-
-    async def read() -> tuple[list, list]:
-        store = FileObjectStore(data_dir / "objects")
-        rows, deletes = [], []
-        for manifest in await list_segments(store, "", collection_id):
-            table = await read_segment(store, manifest, columns=["id", "title", "_ts"])
-            rows += zip(  # noqa: B905
-                table["id"].to_pylist(), table["title"].to_pylist(), table["_ts"].to_pylist()
-            )
-            pks, tss = await read_deltas(store, manifest)
-            deletes += zip(pks.to_pylist(), tss.to_pylist(), strict=True)
-        return rows, deletes
-
-    rows, deletes = asyncio.run(read())
-    latest_delete: dict[int, int] = {}
-    for pk, ts in deletes:
-        latest_delete[pk] = max(ts, latest_delete.get(pk, 0))
-    newest: dict[int, tuple[int, str]] = {}
-    for pk, title, ts in rows:
-        if pk not in newest or ts > newest[pk][0]:
-            newest[pk] = (ts, title)
-    return {pk: title for pk, (ts, title) in newest.items() if latest_delete.get(pk, -1) <= ts}
+    rows = read_visible_rows(f"file://{data_dir.resolve()}/objects", collection_id, ["id", "title"])
+    return {pk: row["title"] for pk, row in rows.items()}
 
 
 def test_pymilvus_write_flow_is_durable_across_restart(standalone: StandaloneProcess) -> None:
