@@ -13,6 +13,7 @@ A user error is reported as one line on stderr and exit status 2, never a traceb
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -171,7 +172,6 @@ def _add_roles(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _cmd_role(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
-    import os
 
     from cluster.config import load_config
     from woodpecker.errors import CanopyError
@@ -253,8 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def single_threaded_blas() -> None:
+    """Make numpy's BLAS single-threaded unless the environment already says otherwise (call it
+    before numpy is imported). Reads are many small matrix products, run concurrently from
+    the event loop and worker threads; OpenBLAS' multithreaded path for them was erratic and
+    slow on small machines (measured on 2 cores, 10,000 x 128-d growing rows: proxy Search
+    p50 9.4 ms with BLAS threads, 1.1 ms without)."""
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``canopy`` command line; returns the exit status."""
+    single_threaded_blas()
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

@@ -12,13 +12,15 @@ or the coordinator's typed errors); the proxy maps them to a Milvus status in on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from cluster.coordinator.records import CollectionInfo
+from cluster.results import PartialResult
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,80 @@ class SegmentInfo:
     vchannel: str
     rows: int
     state: str = "flushed"
+
+
+DEFAULT_READ_WAIT = 10.0
+"""Seconds a read waits, by default, for its guarantee timestamp before it fails."""
+VISIBLE_TS_KEY = b"canopy.visible_ts"
+"""Schema metadata key of the ``visible_ts`` of a :meth:`StreamingService.query` result."""
+COUNT_COLUMN = "count(*)"
+
+
+@dataclass(frozen=True, eq=False)
+class GrowingSearch:
+    """An exact top-``k`` search of the growing data of ``collection_id`` on ``vchannels``.
+
+    ``queries`` is a float32 ``(nq, dim)`` array for the FLOAT_VECTOR field ``anns_field``;
+    ``metric`` is ``L2``, ``IP`` or ``COSINE`` (scores as in
+    :func:`cluster.streaming.search.exact_search`). ``partition_ids`` None means every partition.
+    ``filter`` is a Milvus boolean expression (empty: every row) with ``{name}`` placeholders
+    bound by ``template_values`` (plain Python values). ``output_fields`` are *stored* column
+    names (the dynamic field is ``$meta``) returned for each hit. ``guarantee_ts`` and
+    ``wait_timeout``: see :meth:`StreamingService.search`. ``params`` are the index search
+    parameters (``ef``, ``nprobe``, ...): growing data is searched exactly and ignores them.
+    """
+
+    collection_id: int
+    vchannels: tuple[str, ...]
+    anns_field: str
+    metric: str
+    k: int
+    queries: np.ndarray
+    partition_ids: tuple[int, ...] | None = None
+    filter: str = ""
+    template_values: Mapping[str, Any] = field(default_factory=dict)
+    output_fields: tuple[str, ...] = ()
+    guarantee_ts: int = 0
+    wait_timeout: float = DEFAULT_READ_WAIT
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class GrowingSearchResult:
+    """``hits``: per query the best ``k`` rows (fewer when fewer match), best first, newest
+    version per primary key, with ``output_fields`` as ``hits.fields`` (None when none were
+    asked for); ``visible_ts``: the timestamp the data was read at."""
+
+    hits: PartialResult
+    visible_ts: int
+
+
+@dataclass(frozen=True, eq=False)
+class GrowingQuery:
+    """The rows of the growing data of ``collection_id`` on ``vchannels`` that match
+    ``filter`` (see :class:`GrowingSearch` for the shared fields).
+
+    ``limit``: at most that many rows, the first ones in primary-key order (None: all). There
+    is no offset here: an offset applies to the merged rows of every source, so a proxy asks
+    each source for ``offset + limit`` rows and cuts the merged result. ``count``: answer only
+    the number of matching rows (one ``count(*)`` int64 column, one row)."""
+
+    collection_id: int
+    vchannels: tuple[str, ...]
+    partition_ids: tuple[int, ...] | None = None
+    filter: str = ""
+    template_values: Mapping[str, Any] = field(default_factory=dict)
+    output_fields: tuple[str, ...] = ()
+    limit: int | None = None
+    count: bool = False
+    guarantee_ts: int = 0
+    wait_timeout: float = DEFAULT_READ_WAIT
+
+
+def visible_ts_of(table: pa.Table) -> int:
+    """The ``visible_ts`` a :meth:`StreamingService.query` result was read at (0 if unset)."""
+    raw = (table.schema.metadata or {}).get(VISIBLE_TS_KEY)
+    return int(raw) if raw else 0
 
 
 class CoordinatorService(Protocol):
@@ -121,3 +197,26 @@ class StreamingService(Protocol):
 
     async def drop_collection(self, collection_id: int, vchannels: list[str]) -> None:
         """Forget the collection's growing data on these vchannels (after a DropCollection)."""
+
+    async def search(self, request: GrowingSearch) -> GrowingSearchResult:
+        """Exact search of the growing data (every in-memory segment: growing, or sealed and
+        not yet flushed) of the request's vchannels, which must all be served here.
+
+        Read timestamp: first wait, for at most ``wait_timeout`` seconds (else
+        ``cluster.milvus.status.Timeout``), until every vchannel has applied each write
+        stamped at or below ``guarantee_ts`` (0: no wait); ``guarantee_ts`` must be a timestamp
+        the oracle has issued. Then the node reads all of them at one ``visible_ts >=
+        guarantee_ts`` such that every write stamped at or below it is applied on each: a
+        request sees exactly the writes stamped ``<= visible_ts`` (MVCC: a row inserted later,
+        a row deleted at or before it, the old version of a row upserted at or before it are
+        not seen). ``visible_ts`` is at least the smallest service time of the channels, and
+        as large as the largest issued timestamp the node knows of when no write is in flight.
+
+        A bad filter raises ``cluster.expr.ExprError`` (code 1100); an unknown field
+        ``FieldNotFound``."""
+
+    async def query(self, request: GrowingQuery) -> pa.Table:
+        """The matching rows, read as :meth:`search` reads: the primary-key column, the
+        requested columns, and ``_ts`` last, in primary-key order, newest version per key; or
+        the count (see :class:`GrowingQuery`). The schema metadata holds the
+        ``visible_ts`` (:func:`visible_ts_of`)."""

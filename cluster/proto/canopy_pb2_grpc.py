@@ -1376,6 +1376,16 @@ class StreamingStub(object):
                 request_serializer=cluster_dot_proto_dot_canopy__pb2.DropChannelsRequest.SerializeToString,
                 response_deserializer=cluster_dot_proto_dot_canopy__pb2.EmptyReply.FromString,
                 _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/canopy.v1.Streaming/Search',
+                request_serializer=cluster_dot_proto_dot_canopy__pb2.SearchRequest.SerializeToString,
+                response_deserializer=cluster_dot_proto_dot_canopy__pb2.SearchReply.FromString,
+                _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/canopy.v1.Streaming/Query',
+                request_serializer=cluster_dot_proto_dot_canopy__pb2.QueryRequest.SerializeToString,
+                response_deserializer=cluster_dot_proto_dot_canopy__pb2.QueryReply.FromString,
+                _registered_method=True)
 
 
 class StreamingServicer(object):
@@ -1418,6 +1428,20 @@ class StreamingServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Search(self, request, context):
+        """a read: retried on transport failures
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Query(self, request, context):
+        """a read: retried on transport failures
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StreamingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1450,6 +1474,16 @@ def add_StreamingServicer_to_server(servicer, server):
                     servicer.DropCollection,
                     request_deserializer=cluster_dot_proto_dot_canopy__pb2.DropChannelsRequest.FromString,
                     response_serializer=cluster_dot_proto_dot_canopy__pb2.EmptyReply.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=cluster_dot_proto_dot_canopy__pb2.SearchRequest.FromString,
+                    response_serializer=cluster_dot_proto_dot_canopy__pb2.SearchReply.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=cluster_dot_proto_dot_canopy__pb2.QueryRequest.FromString,
+                    response_serializer=cluster_dot_proto_dot_canopy__pb2.QueryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1615,6 +1649,60 @@ class Streaming(object):
             '/canopy.v1.Streaming/DropCollection',
             cluster_dot_proto_dot_canopy__pb2.DropChannelsRequest.SerializeToString,
             cluster_dot_proto_dot_canopy__pb2.EmptyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canopy.v1.Streaming/Search',
+            cluster_dot_proto_dot_canopy__pb2.SearchRequest.SerializeToString,
+            cluster_dot_proto_dot_canopy__pb2.SearchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canopy.v1.Streaming/Query',
+            cluster_dot_proto_dot_canopy__pb2.QueryRequest.SerializeToString,
+            cluster_dot_proto_dot_canopy__pb2.QueryReply.FromString,
             options,
             channel_credentials,
             insecure,

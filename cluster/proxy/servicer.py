@@ -13,6 +13,12 @@ Contract:
   builds and query nodes do not exist yet; what those RPCs report about them is documented
   there (index state Finished with ``indexed_rows=0``, load progress 100 once recorded), so
   ``MilvusClient.create_collection(name, dimension=d)`` (quick setup) completes.
+- Search and Query (:mod:`cluster.proxy.search`, :mod:`cluster.proxy.query`) read the growing
+  data of the streaming nodes -- every row acknowledged and not yet flushed -- with MVCC at the
+  consistency level's guarantee timestamp, merged across shards (newest version per key).
+  **Limit:** rows whose segments were flushed (``flush``, or the seal policy's size/age/idle
+  rules, 120 s idle by default) are no longer in the streaming nodes' memory and are served by
+  query nodes, which do not exist yet: until then such rows are not returned.
 - The database of a request is its ``db_name`` field, else the ``dbname`` header pymilvus sends,
   else ``default``. The ``authorization`` header is accepted and ignored (no authentication
   yet); ``identifier`` echoes are ignored too.
@@ -23,7 +29,7 @@ Implemented: Connect, GetVersion, CheckHealth, AllocTimestamp; CreateDatabase, L
 DropDatabase, DescribeDatabase, AlterDatabase; CreateCollection, DescribeCollection,
 HasCollection, ShowCollections, DropCollection, AlterCollection, RenameCollection;
 CreatePartition, ShowPartitions, HasPartition, DropPartition; Insert, Upsert, Delete, Flush,
-GetFlushState; the index and load RPCs above. See :mod:`cluster.proxy.ddl`,
+GetFlushState; Search, Query; the index and load RPCs above. See :mod:`cluster.proxy.ddl`,
 :mod:`cluster.proxy.dml` and :mod:`cluster.proxy.indexes` for the semantics.
 """
 
@@ -42,8 +48,11 @@ from cluster.proxy.collections import Collections
 from cluster.proxy.ddl import DdlHandlers
 from cluster.proxy.dml import DmlHandlers
 from cluster.proxy.indexes import IndexHandlers
+from cluster.proxy.query import QueryHandlers
+from cluster.proxy.reads import ReadSupport
 from cluster.proxy.routing import StreamingRouter
 from cluster.proxy.rpc import request_db, rpc
+from cluster.proxy.search import SearchHandlers
 from woodpecker.clock import Clock
 
 __all__ = ["MILVUS_API_VERSION", "ProxyServicer"]
@@ -85,6 +94,11 @@ class ProxyServicer(milvus_pb2_grpc.MilvusServiceServicer):
         self.ddl = DdlHandlers(coordinator, catalog, streaming_router, self.collections)
         self.dml = DmlHandlers(coordinator, streaming_router, self.collections, clock)
         self.indexes = IndexHandlers(coordinator, catalog)
+        reads = ReadSupport(coordinator, catalog)
+        self.searches = SearchHandlers(
+            coordinator, catalog, streaming_router, self.collections, reads
+        )
+        self.queries = QueryHandlers(streaming_router, self.collections, reads)
         # Connection identifiers: unique per proxy process, increasing (ms at start, then +1).
         self._identifiers = itertools.count(int(clock.now() * 1000))
         self._version = _canopy_version()
@@ -211,6 +225,16 @@ class ProxyServicer(milvus_pb2_grpc.MilvusServiceServicer):
     @rpc(milvus_pb2.GetFlushStateResponse)
     async def GetFlushState(self, request: milvus_pb2.GetFlushStateRequest, context: Ctx):
         return await self.dml.get_flush_state(request, request_db(request, context))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    @rpc(milvus_pb2.SearchResults)
+    async def Search(self, request: milvus_pb2.SearchRequest, context: Ctx):
+        return await self.searches.search(request, request_db(request, context))
+
+    @rpc(milvus_pb2.QueryResults)
+    async def Query(self, request: milvus_pb2.QueryRequest, context: Ctx):
+        return await self.queries.query(request, request_db(request, context))
 
     # --- indexes ------------------------------------------------------------------------------
 

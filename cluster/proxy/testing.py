@@ -8,7 +8,10 @@
   with one), keeps the rows and deletes in memory (:meth:`live_rows` applies deletes by
   timestamp, as MVCC would: a delete at ``t`` hides rows stamped below ``t``),
   seals one segment per vchannel holding data on flush, and reports a flush durable after
-  ``polls_until_flushed`` calls of ``flush_state``. :attr:`fail_with` makes the next write raise.
+  ``polls_until_flushed`` calls of ``flush_state``. :attr:`fail_with` makes the next call
+  raise. Reads (``search``, ``query``) run the streaming node's read functions
+  (:mod:`cluster.streaming.reads`) over one in-memory growing segment per (collection,
+  partition, vchannel) fed by the writes, at ``visible_ts = max(guarantee_ts, last write ts)``.
 
 * :class:`ProxyHarness` -- a :class:`~cluster.proxy.servicer.ProxyServicer` wired to the two
   above on a ``memory://`` MetaStore; :class:`FakeContext` stands in for the gRPC context when
@@ -23,15 +26,30 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.ids import IdAllocator
 from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.tso import TimestampOracle
-from cluster.interfaces import FlushTicket, SegmentInfo, WriteAck
+from cluster.interfaces import (
+    VISIBLE_TS_KEY,
+    FlushTicket,
+    GrowingQuery,
+    GrowingSearch,
+    GrowingSearchResult,
+    SegmentInfo,
+    WriteAck,
+)
+from cluster.milvus.columns import arrow_schema
 from cluster.proxy.routing import StaticRouter
 from cluster.proxy.servicer import ProxyServicer
+from cluster.schema import CollectionSchema, from_request_bytes
+from cluster.streaming.growing import GrowingSegment, stored_schema
+from cluster.streaming.messages import with_system_columns
+from cluster.streaming.reads import compile_read_filter, query_segments, search_segments
+from cluster.streaming.routing import conform_insert
 from woodpecker.clock import Clock, RealClock
 from woodpecker.meta.memory import MemoryMetaStore
 
@@ -86,9 +104,10 @@ class Upserted:
 
 @dataclass(frozen=True)
 class Call:
-    """One recorded call: ``kind`` is insert/delete/upsert/flush/drop; ``data`` the table
-    (insert), the primary keys (delete), an :class:`Upserted` (upsert; ``partition_id`` is then
-    its delete's partition) or the vchannels (flush, drop)."""
+    """One recorded call: ``kind`` is insert/delete/upsert/flush/drop/search/query; ``data``
+    the table (insert), the primary keys (delete), an :class:`Upserted` (upsert;
+    ``partition_id`` is then its delete's partition), the vchannels (flush, drop) or the
+    request (search, query; ``ts`` is then the visible_ts)."""
 
     kind: str
     collection_id: int
@@ -109,6 +128,8 @@ class MemoryStreamingService:
         self._unflushed: dict[tuple[int, str], int] = defaultdict(int)  # rows since last flush
         self._polls: dict[FlushTicket, int] = defaultdict(int)
         self.dropped: set[int] = set()
+        self.segments: dict[tuple[int, int, str], GrowingSegment] = {}
+        self.last_ts = 0
 
     def _check_fail(self) -> None:
         if self.fail_with is not None:
@@ -119,9 +140,12 @@ class MemoryStreamingService:
         self, collection_id: int, partition_id: int, vchannel: str, table: pa.Table
     ) -> WriteAck:
         self._check_fail()
+        schema = await self._schema(collection_id)
+        row_ids = await self._row_ids(table.num_rows)
         ts = await self.coordinator.allocate_timestamp()
         self.calls.append(Call("insert", collection_id, partition_id, vchannel, table, ts))
         self._unflushed[(collection_id, vchannel)] += table.num_rows
+        self._append(schema, collection_id, partition_id, vchannel, table, row_ids, ts)
         return WriteAck(ts, table.num_rows)
 
     async def delete(
@@ -130,6 +154,7 @@ class MemoryStreamingService:
         self._check_fail()
         ts = await self.coordinator.allocate_timestamp()
         self.calls.append(Call("delete", collection_id, partition_id, vchannel, pks, ts))
+        self._delete(collection_id, partition_id, vchannel, pks, ts)
         return WriteAck(ts, len(pks))
 
     async def upsert(
@@ -141,11 +166,16 @@ class MemoryStreamingService:
         delete_partition_id: int | None,
     ) -> WriteAck:
         self._check_fail()
+        schema = await self._schema(collection_id)
+        ids = [await self._row_ids(t.num_rows) for _, t in inserts]
         ts = await self.coordinator.allocate_timestamp()
         data = Upserted(tuple((pid, t) for pid, t in inserts), delete_pks)
         self.calls.append(Call("upsert", collection_id, delete_partition_id, vchannel, data, ts))
         rows = sum(t.num_rows for _, t in inserts)
         self._unflushed[(collection_id, vchannel)] += rows
+        self._delete(collection_id, delete_partition_id, vchannel, delete_pks, ts)
+        for (pid, table), row_ids in zip(inserts, ids, strict=True):
+            self._append(schema, collection_id, pid, vchannel, table, row_ids, ts)
         return WriteAck(ts, rows)
 
     async def flush(self, collection_id: int, vchannels: list[str]) -> FlushTicket:
@@ -165,6 +195,79 @@ class MemoryStreamingService:
     async def drop_collection(self, collection_id: int, vchannels: list[str]) -> None:
         self.calls.append(Call("drop", collection_id, None, "", list(vchannels), 0))
         self.dropped.add(collection_id)
+        for key in [k for k in self.segments if k[0] == collection_id and k[2] in vchannels]:
+            del self.segments[key]
+
+    async def search(self, request: GrowingSearch) -> GrowingSearchResult:
+        self._check_fail()
+        schema = await self._schema(request.collection_id)
+        visible_ts = max(request.guarantee_ts, self.last_ts)
+        self.calls.append(Call("search", request.collection_id, None, "", request, visible_ts))
+        plan = compile_read_filter(request.filter, schema, request.template_values)
+        segments = self._read_segments(request.collection_id, request.vchannels, request)
+        stored = stored_schema(schema)
+        hits = search_segments(segments, request, plan, visible_ts, schema, stored)
+        return GrowingSearchResult(hits, visible_ts)
+
+    async def query(self, request: GrowingQuery) -> pa.Table:
+        self._check_fail()
+        schema = await self._schema(request.collection_id)
+        visible_ts = max(request.guarantee_ts, self.last_ts)
+        self.calls.append(Call("query", request.collection_id, None, "", request, visible_ts))
+        plan = compile_read_filter(request.filter, schema, request.template_values)
+        segments = self._read_segments(request.collection_id, request.vchannels, request)
+        table = query_segments(segments, request, plan, visible_ts, schema, stored_schema(schema))
+        return table.replace_schema_metadata({VISIBLE_TS_KEY: str(visible_ts).encode()})
+
+    # --- growing data --------------------------------------------------------------------------
+
+    async def _schema(self, collection_id: int) -> CollectionSchema:
+        info = await self.coordinator.describe_collection_by_id(collection_id)
+        return from_request_bytes(info.schema)
+
+    async def _row_ids(self, n: int) -> np.ndarray:
+        first = await self.coordinator.allocate_ids(max(n, 1))
+        return np.arange(first, first + n, dtype=np.int64)
+
+    def _append(
+        self,
+        schema: CollectionSchema,
+        cid: int,
+        pid: int,
+        vchannel: str,
+        table: pa.Table,
+        row_ids: np.ndarray,
+        ts: int,
+    ) -> None:
+        if not table.num_rows:
+            return
+        key = (cid, pid, vchannel)
+        seg = self.segments.get(key)
+        if seg is None:
+            seg = GrowingSegment(
+                schema, segment_id=len(self.segments) + 1, collection_id=cid,
+                partition_id=pid, vchannel=vchannel,
+            )  # fmt: skip
+            self.segments[key] = seg
+        rows = conform_insert(table, schema, arrow_schema(schema))
+        seg.append(with_system_columns(rows, row_ids, ts))
+        self.last_ts = max(self.last_ts, ts)
+
+    def _delete(self, cid: int, pid: int | None, vchannel: str, pks: pa.Array, ts: int) -> None:
+        for (c, p, v), seg in self.segments.items():
+            if c == cid and v == vchannel and (pid is None or p == pid) and len(pks):
+                seg.apply_delete(pks, ts)
+        self.last_ts = max(self.last_ts, ts)
+
+    def _read_segments(
+        self, cid: int, vchannels: Sequence[str], request: GrowingSearch | GrowingQuery
+    ) -> list[GrowingSegment]:
+        pids = request.partition_ids
+        return [
+            seg
+            for (c, p, v), seg in sorted(self.segments.items())
+            if c == cid and v in vchannels and (pids is None or p in pids)
+        ]
 
     # --- inspection ----------------------------------------------------------------------------
 

@@ -10,7 +10,11 @@ stream, group after group, with each group's partition and row count beside it).
 :class:`~woodpecker.errors.Unavailable` with ``outcome_unknown`` (False only when the call
 provably never left this process) and the caller decides. ``flush`` (it returns every segment
 not yet flushed, so a repeat is safe), ``flush_state`` and ``drop_collection`` are retried on
-transport failures for up to ``retry_for`` seconds.
+transport failures for up to ``retry_for`` seconds; so are the reads, ``search`` and
+``query`` (query vectors travel as raw little-endian float32 bytes, template values and search
+params as JSON, results as Arrow IPC: the hits with ``$pk``/``$score``/``$ts`` columns before
+the output columns, ``topks`` beside them; a query's table carries its ``visible_ts`` in the
+schema metadata).
 
 The insert and upsert hot path avoids copies of the rows: the client writes the
 ``InsertRequest`` / ``UpsertRequest`` wire bytes itself (:func:`encode_insert`,
@@ -21,16 +25,26 @@ copy), and the server splits them without protobuf copying the payload (:func:`s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import grpc
+import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from cluster.interfaces import FlushTicket, StreamingService, WriteAck
+from cluster.interfaces import (
+    FlushTicket,
+    GrowingQuery,
+    GrowingSearch,
+    GrowingSearchResult,
+    StreamingService,
+    WriteAck,
+)
 from cluster.proto import canopy_pb2 as pb
 from cluster.proto import canopy_pb2_grpc as pb_grpc
+from cluster.results import PartialResult
 from cluster.rpc.errors import call
 from cluster.rpc.server import MAX_MESSAGE_BYTES, RpcChannel, handler
 from woodpecker.clock import Clock, RealClock
@@ -41,10 +55,14 @@ __all__ = [
     "StreamingClient",
     "StreamingServicer",
     "decode_array",
+    "decode_query",
+    "decode_search",
     "decode_table",
     "decode_upsert_groups",
     "encode_array",
     "encode_insert",
+    "encode_query",
+    "encode_search",
     "encode_table",
     "encode_upsert",
     "split_insert",
@@ -287,6 +305,104 @@ def _ticket(ticket: pb.FlushTicket) -> FlushTicket:
     return FlushTicket(ticket.collection_id, tuple(ticket.segment_ids), ticket.flush_ts)
 
 
+def _json(values: Mapping[str, Any], what: str) -> str:
+    if not values:
+        return ""
+    try:
+        return orjson.dumps(dict(values), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError as exc:
+        raise InvalidArgument(f"{what} must be plain JSON values: {exc}") from None
+
+
+def _unjson(text: str) -> dict[str, Any]:
+    return orjson.loads(text) if text else {}
+
+
+def encode_search(request: GrowingSearch) -> pb.SearchRequest:
+    """A :class:`GrowingSearch` as its ``SearchRequest``."""
+    queries = np.ascontiguousarray(request.queries, dtype="<f4")
+    if queries.ndim != 2:
+        raise InvalidArgument(f"queries must be (nq, dim), got shape {queries.shape}")
+    msg = pb.SearchRequest(
+        collection_id=request.collection_id,
+        vchannels=list(request.vchannels),
+        has_partitions=request.partition_ids is not None,
+        partition_ids=list(request.partition_ids or ()),
+        anns_field=request.anns_field,
+        metric=request.metric,
+        k=request.k,
+        nq=queries.shape[0],
+        dim=queries.shape[1],
+        queries=queries.tobytes(),
+        filter=request.filter,
+        template_values_json=_json(request.template_values, "template values"),
+        output_fields=list(request.output_fields),
+        guarantee_ts=request.guarantee_ts,
+        wait_timeout=request.wait_timeout,
+        params_json=_json(request.params, "search params"),
+    )
+    return msg
+
+
+def decode_search(msg: pb.SearchRequest) -> GrowingSearch:
+    """The inverse of :func:`encode_search` (the queries are a view of the message bytes)."""
+    if len(msg.queries) != 4 * msg.nq * msg.dim:
+        raise InvalidArgument(
+            f"search: {len(msg.queries)} bytes of queries for {msg.nq} x {msg.dim} floats"
+        )
+    queries = np.frombuffer(msg.queries, dtype="<f4").reshape(msg.nq, msg.dim)
+    return GrowingSearch(
+        collection_id=msg.collection_id,
+        vchannels=tuple(msg.vchannels),
+        anns_field=msg.anns_field,
+        metric=msg.metric,
+        k=msg.k,
+        queries=queries,
+        partition_ids=tuple(msg.partition_ids) if msg.has_partitions else None,
+        filter=msg.filter,
+        template_values=_unjson(msg.template_values_json),
+        output_fields=tuple(msg.output_fields),
+        guarantee_ts=msg.guarantee_ts,
+        wait_timeout=msg.wait_timeout,
+        params=_unjson(msg.params_json),
+    )
+
+
+def encode_query(request: GrowingQuery) -> pb.QueryRequest:
+    """A :class:`GrowingQuery` as its ``QueryRequest``."""
+    msg = pb.QueryRequest(
+        collection_id=request.collection_id,
+        vchannels=list(request.vchannels),
+        has_partitions=request.partition_ids is not None,
+        partition_ids=list(request.partition_ids or ()),
+        filter=request.filter,
+        template_values_json=_json(request.template_values, "template values"),
+        output_fields=list(request.output_fields),
+        count=request.count,
+        guarantee_ts=request.guarantee_ts,
+        wait_timeout=request.wait_timeout,
+    )
+    if request.limit is not None:
+        msg.limit = request.limit
+    return msg
+
+
+def decode_query(msg: pb.QueryRequest) -> GrowingQuery:
+    """The inverse of :func:`encode_query`."""
+    return GrowingQuery(
+        collection_id=msg.collection_id,
+        vchannels=tuple(msg.vchannels),
+        partition_ids=tuple(msg.partition_ids) if msg.has_partitions else None,
+        filter=msg.filter,
+        template_values=_unjson(msg.template_values_json),
+        output_fields=tuple(msg.output_fields),
+        limit=msg.limit if msg.HasField("limit") else None,
+        count=msg.count,
+        guarantee_ts=msg.guarantee_ts,
+        wait_timeout=msg.wait_timeout,
+    )
+
+
 # --- server ---------------------------------------------------------------------------------
 
 
@@ -354,6 +470,21 @@ class StreamingServicer(pb_grpc.StreamingServicer):
     async def DropCollection(self, request: pb.DropChannelsRequest, context: Ctx):
         await self.node.drop_collection(request.collection_id, list(request.vchannels))
         return pb.EmptyReply()
+
+    @handler(pb.SearchReply)
+    async def Search(self, request: pb.SearchRequest, context: Ctx):
+        result = await self.node.search(decode_search(request))
+        hits = result.hits
+        return pb.SearchReply(
+            topks=hits.topks.tolist(),
+            hits=_ipc(hits.to_table()).to_pybytes(),
+            visible_ts=result.visible_ts,
+        )
+
+    @handler(pb.QueryReply)
+    async def Query(self, request: pb.QueryRequest, context: Ctx):
+        table = await self.node.query(decode_query(request))
+        return pb.QueryReply(table=_ipc(table).to_pybytes())
 
 
 # --- client ---------------------------------------------------------------------------------
@@ -435,6 +566,17 @@ class StreamingClient:
     async def drop_collection(self, collection_id: int, vchannels: list[str]) -> None:
         request = pb.DropChannelsRequest(collection_id=collection_id, vchannels=list(vchannels))
         await self._call(self._stub().DropCollection, "DropCollection", request, retry=True)
+
+    async def search(self, request: GrowingSearch) -> GrowingSearchResult:
+        msg = encode_search(request)
+        reply = await self._call(self._stub().Search, "Search", msg, retry=True)
+        hits = PartialResult.from_table(decode_table(reply.hits), reply.topks)
+        return GrowingSearchResult(hits, reply.visible_ts)
+
+    async def query(self, request: GrowingQuery) -> pa.Table:
+        msg = encode_query(request)
+        reply = await self._call(self._stub().Query, "Query", msg, retry=True)
+        return decode_table(reply.table)
 
     async def close(self) -> None:
         await self._channel.close()

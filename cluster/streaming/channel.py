@@ -89,6 +89,7 @@ __all__ = ["ChannelOwner", "ChannelState", "StreamingConfig"]
 log = logging.getLogger(__name__)
 
 _DATA_TYPES = (MessageType.INSERT, MessageType.DELETE, MessageType.UPSERT)
+_READ_POLL = 0.002  # seconds between checks of a read waiting for writes in flight
 
 
 class ChannelState(enum.StrEnum):
@@ -198,6 +199,36 @@ class ChannelOwner:
             self._check_usable()
             await self.mem.ts_waiter(ts)
         return self.mem.service_ts
+
+    @property
+    def quiescent(self) -> bool:
+        """No write is between taking its timestamp and being applied (the channel lock is
+        free and nothing appended waits for its ack). Then every write stamped at or below any
+        timestamp the oracle has already issued is applied: a write that takes its timestamp
+        later gets a larger one."""
+        return not self._queue and not self._lock.locked()
+
+    async def wait_readable(self, ts: int) -> int:
+        """Wait until every write stamped at or below ``ts`` (a timestamp the oracle has
+        issued) is applied: ``service_ts >= ts``, or the channel is :attr:`quiescent` (no need
+        to wait for the next time tick). Returns a timestamp ``>= ts`` up to which every write
+        is applied (``service_ts``, or ``ts`` itself). Bound it with ``asyncio.timeout``."""
+        waiter: asyncio.Future[None] | None = None
+        try:
+            while True:
+                self._check_usable()
+                if self.mem.service_ts >= ts:
+                    return self.mem.service_ts
+                if self.quiescent:
+                    return ts
+                if waiter is None:
+                    waiter = self.mem.ts_waiter(ts)
+                # a write in flight: its apply moves service_ts (maybe not up to ts), then the
+                # channel is quiescent again; re-check soon rather than wait for the next tick
+                await asyncio.wait([waiter], timeout=_READ_POLL)
+        finally:
+            if waiter is not None and waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved: a closed channel fails its waiters
 
     # --- lifecycle -----------------------------------------------------------------------------
 

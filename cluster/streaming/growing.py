@@ -64,12 +64,31 @@ from cluster.streaming.search import Metric, exact_search, row_norms
 from woodpecker.clock import Clock, RealClock
 from woodpecker.message import MessageId
 
-__all__ = ["MAX_TS", "GrowingSegment", "Metric", "SealReason", "SegmentPolicy", "SegmentStats"]
+__all__ = [
+    "MAX_TS",
+    "GrowingSegment",
+    "Metric",
+    "SealReason",
+    "SegmentPolicy",
+    "SegmentStats",
+    "stored_schema",
+]
 
 MAX_TS = np.uint64(np.iinfo(np.uint64).max)
 """``end`` of a row nothing has superseded or deleted yet."""
 
 Keys = np.ndarray | pa.Array | pa.ChunkedArray | list[int] | list[str]
+
+
+def stored_schema(schema: CollectionSchema) -> pa.Schema:
+    """The Arrow schema of a segment's stored rows: the fields in schema order (as
+    :func:`cluster.milvus.columns.arrow_schema`), then ``_row_id`` (int64) and ``_ts``
+    (uint64)."""
+    return (
+        arrow_schema(schema)
+        .append(pa.field(ROW_ID_FIELD, pa.int64(), nullable=False))
+        .append(pa.field(TS_FIELD, pa.uint64(), nullable=False))
+    )
 
 
 class _Growable:
@@ -134,10 +153,7 @@ class GrowingSegment:
         self.vchannel = vchannel
         self._clock = clock or RealClock()
         self._merge_below = merge_below_rows
-        base = arrow_schema(schema)
-        self.arrow_schema = base.append(pa.field(ROW_ID_FIELD, pa.int64(), nullable=False)).append(
-            pa.field(TS_FIELD, pa.uint64(), nullable=False)
-        )
+        self.arrow_schema = stored_schema(schema)
         pk = schema.primary_field
         if pk.dtype not in (DataType.INT64, DataType.VARCHAR):
             raise SchemaMismatch(f"primary key {pk.name} must be INT64 or VARCHAR")
@@ -356,6 +372,32 @@ class GrowingSegment:
         """Rows at ``offsets`` (flattened, in that order) with ``columns`` (default all)."""
         flat = np.asarray(offsets, dtype=np.int64).ravel()
         return self._table(self._chunks, columns).take(pa.array(flat))
+
+    def visible_offsets(self, visible_ts: int, mask: np.ndarray | None = None) -> np.ndarray:
+        """Offsets (int64, ascending) of the rows visible at ``visible_ts`` and selected by
+        ``mask`` (as in :meth:`search_offsets`)."""
+        chunks = self._chunks
+        n = chunks[-1].start + chunks[-1].rows if chunks else 0
+        return np.flatnonzero(self._candidates(visible_ts, n, mask))
+
+    def columns(self, names: list[str]) -> pa.Table:
+        """Every stored row, visible or not, in offset order, with the ``names`` columns: a
+        snapshot (the rows there were), e.g. to evaluate a filter into a ``mask``."""
+        return self._table(self._chunks, names)
+
+    def keys_at(self, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(primary keys, _ts)`` of the rows at ``offsets`` (flattened): int64 or object
+        (str) keys, uint64 timestamps."""
+        flat = np.asarray(offsets, dtype=np.int64).ravel()
+        return self._pks.buf[flat], self._row_ts.buf[flat]
+
+    def latest_rows(self, pks: Keys) -> np.ndarray:
+        """The offset of the latest row of each key in this segment, -1 for keys it never
+        held: ``O(len(pks))`` dict lookups (the first call on an auto-id segment builds the
+        ``pk -> row`` index, which writes keep up to date from then on). Call it on the
+        writer's thread."""
+        keys = self._keys(pks).tolist()
+        return np.fromiter(map(self._index().get, keys, repeat(-1)), np.int64, len(keys))
 
     def to_table(self, visible_at: int | None = None) -> pa.Table:
         """Every stored row (``visible_at=None``), or only those visible at ``visible_at``, with

@@ -18,6 +18,14 @@ Contract of :class:`StreamingNode`:
   there; ``flush_ts`` is the smallest per-channel seal timestamp (everything at or below it is in
   the ticket's segments). :meth:`flush_state` is true once each of them is written and
   registered (this node's owners know their own; otherwise the coordinator's registry decides).
+* **Reads** (:meth:`search`, :meth:`query`): every vchannel of a request must be served here
+  (else :class:`ChannelNotOwned`); the filter is compiled once per request against this node's
+  schema of the collection; the node waits for the guarantee timestamp on each channel, then
+  reads every in-memory segment of the collection on those vchannels (growing, and sealed but
+  not yet flushed: rows stay searchable here until their segment is written and registered)
+  at one ``visible_ts`` (see :meth:`~cluster.interfaces.StreamingService.search`). Big reads
+  (rows x queries above ``THREAD_READ_WORK``) run in a worker thread so the channels' acks and
+  ticks keep flowing. Flushed segments are not read here: that is the query nodes' part.
 * **Lifecycle**: ``start`` -> ``serving`` -> ``close``. A supervisor task that crashes with an
   unexpected error stops the node loudly (logged, :meth:`wait` raises it, calls raise
   :class:`NodeClosed`); so does the loss of the node's session, when one is given.
@@ -27,31 +35,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from cluster.coordinator.channel_manager import AssignmentKind, AssignmentWatcher
 from cluster.coordinator.errors import CollectionNotFound, PartitionNotFound
 from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.sessions import NodeSession, SessionLost
-from cluster.interfaces import CoordinatorService, FlushTicket, WriteAck
+from cluster.expr import FilterPlan
+from cluster.interfaces import (
+    VISIBLE_TS_KEY,
+    CoordinatorService,
+    FlushTicket,
+    GrowingQuery,
+    GrowingSearch,
+    GrowingSearchResult,
+    WriteAck,
+)
+from cluster.milvus.status import FieldNotFound, Timeout
+from cluster.schema import CollectionSchema, DataType
 from cluster.streaming.channel import ChannelOwner
 from cluster.streaming.config import StreamingConfig
 from cluster.streaming.errors import ChannelFenced, ChannelNotOwned, NodeClosed
-from cluster.streaming.growing import GrowingSegment
+from cluster.streaming.growing import GrowingSegment, stored_schema
+from cluster.streaming.reads import compile_read_filter, query_segments, search_segments
 from cluster.streaming.routing import CollectionCache, pchannel_of
+from cluster.streaming.search import Metric
 from woodpecker import LogStore
 from woodpecker.clock import Clock, RealClock
 from woodpecker.errors import CanopyError, InvalidArgument
 from woodpecker.meta.base import MetaStore
 from woodpecker.objectstore.base import ObjectStore
 
-__all__ = ["NodeStatus", "StreamingNode"]
+__all__ = ["THREAD_READ_WORK", "NodeStatus", "StreamingNode"]
 
 log = logging.getLogger(__name__)
+
+THREAD_READ_WORK = 200_000
+"""A read over more rows x queries than this runs in a worker thread."""
 
 
 class NodeStatus(enum.StrEnum):
@@ -93,6 +119,7 @@ class StreamingNode:
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
         self.collections = CollectionCache(coordinator)
+        self._stored: dict[int, tuple[CollectionSchema, pa.Schema]] = {}
         self.status = NodeStatus.NEW
         self.failure: BaseException | None = None
         self._explicit = list(dict.fromkeys(channels))
@@ -401,6 +428,7 @@ class StreamingNode:
             owner = self.owner(pchannel_of(vchannel))
             await owner.drop_collection(collection_id, vchannel)
         self.collections.forget(collection_id)
+        self._stored.pop(collection_id, None)
 
     # --- reads (for the search path) -----------------------------------------------------------
 
@@ -420,3 +448,146 @@ class StreamingNode:
         return self.owner(pchannel_of(vchannel)).growing_segments(
             collection_id, vchannel, partition_ids
         )
+
+    # --- StreamingService: reads ---------------------------------------------------------------
+
+    async def search(self, request: GrowingSearch) -> GrowingSearchResult:
+        """See :meth:`cluster.interfaces.StreamingService.search`."""
+        schema, owners = await self._read_target(
+            request.collection_id, request.vchannels, request.partition_ids
+        )
+        queries = _check_search(request, schema)
+        stored = self._stored_schema(request.collection_id, schema)
+        _check_columns(request.output_fields, stored)
+        plan = compile_read_filter(request.filter, schema, request.template_values)
+        visible_ts = await self._read_ts(owners, request.guarantee_ts, request.wait_timeout)
+        segments = self._segments(request.collection_id, owners, request.partition_ids)
+        _prepare_pk_lookups(plan, segments)
+        work = sum(seg.num_rows for seg in segments) * max(len(queries), 1)
+        args = (segments, _with_queries(request, queries), plan, visible_ts, schema, stored)
+        if work > THREAD_READ_WORK:
+            hits = await asyncio.to_thread(search_segments, *args)
+        else:
+            hits = search_segments(*args)
+        return GrowingSearchResult(hits, visible_ts)
+
+    async def query(self, request: GrowingQuery) -> pa.Table:
+        """See :meth:`cluster.interfaces.StreamingService.query`."""
+        schema, owners = await self._read_target(
+            request.collection_id, request.vchannels, request.partition_ids
+        )
+        if request.limit is not None and request.limit < 0:
+            raise InvalidArgument(f"query limit must not be negative, got {request.limit}")
+        stored = self._stored_schema(request.collection_id, schema)
+        _check_columns(request.output_fields, stored)
+        plan = compile_read_filter(request.filter, schema, request.template_values)
+        visible_ts = await self._read_ts(owners, request.guarantee_ts, request.wait_timeout)
+        segments = self._segments(request.collection_id, owners, request.partition_ids)
+        _prepare_pk_lookups(plan, segments)
+        work = sum(seg.num_rows for seg in segments)
+        args = (segments, request, plan, visible_ts, schema, stored)
+        if work > THREAD_READ_WORK:
+            table = await asyncio.to_thread(query_segments, *args)
+        else:
+            table = query_segments(*args)
+        metadata = {**(table.schema.metadata or {}), VISIBLE_TS_KEY: str(visible_ts).encode()}
+        return table.replace_schema_metadata(metadata)
+
+    def _stored_schema(self, collection_id: int, schema: CollectionSchema) -> pa.Schema:
+        """The Arrow schema of the collection's stored rows (cached per schema)."""
+        cached = self._stored.get(collection_id)
+        if cached is None or cached[0] is not schema:
+            cached = self._stored[collection_id] = (schema, stored_schema(schema))
+        return cached[1]
+
+    async def _read_target(
+        self,
+        collection_id: int,
+        vchannels: Sequence[str],
+        partition_ids: Sequence[int] | None,
+    ) -> tuple[CollectionSchema, list[tuple[ChannelOwner, str]]]:
+        """The node's schema of the collection and the owner of each vchannel (all must be
+        served here; named partitions must exist)."""
+        self._check_usable()
+        _, schema = await self.collections.get(collection_id)
+        pids = tuple(partition_ids or ())
+        owners = [(await self._route(collection_id, v, *pids), v) for v in vchannels]
+        return schema, owners
+
+    async def _read_ts(
+        self, owners: list[tuple[ChannelOwner, str]], guarantee_ts: int, wait_for: float
+    ) -> int:
+        """Wait (at most ``wait_for`` s) until each channel has applied every write stamped at
+        or below ``guarantee_ts``; then the one timestamp to read them all at: the largest
+        timestamp known to be issued for a quiescent channel, its service time (or the
+        proven floor) for one with writes in flight; the smallest over the channels."""
+        unique = list({id(o): o for o, _ in owners}.values())
+        floors: list[int] = []
+        try:
+            async with asyncio.timeout(wait_for):
+                for owner in unique:
+                    floors.append(await owner.wait_readable(guarantee_ts))
+        except TimeoutError:
+            late = unique[len(floors)]
+            raise Timeout(
+                f"channel {late.pchannel} did not reach the guarantee timestamp {guarantee_ts} "
+                f"within {wait_for:g} s (service time {late.service_ts})"
+            ) from None
+        if not unique:
+            return guarantee_ts
+        issued = max(guarantee_ts, *(o.service_ts for o in unique))
+        return min(
+            issued if o.quiescent else max(o.service_ts, floor)
+            for o, floor in zip(unique, floors, strict=True)
+        )
+
+    @staticmethod
+    def _segments(
+        collection_id: int,
+        owners: list[tuple[ChannelOwner, str]],
+        partition_ids: Sequence[int] | None,
+    ) -> list[GrowingSegment]:
+        pids = None if partition_ids is None else list(partition_ids)
+        return [
+            seg
+            for owner, vchannel in owners
+            for seg in owner.growing_segments(collection_id, vchannel, pids)
+        ]
+
+
+def _prepare_pk_lookups(plan: FilterPlan | None, segments: Sequence[GrowingSegment]) -> None:
+    """Build the segments' ``pk -> row`` indexes on this (the writer's) thread when the filter
+    names primary keys (a read may then run in a worker thread)."""
+    if plan is not None and plan.pk_values() is not None:
+        for seg in segments:
+            seg.latest_rows([])
+
+
+def _with_queries(request: GrowingSearch, queries: np.ndarray) -> GrowingSearch:
+    """``request`` with its queries as checked (float32, 2-D)."""
+    if queries is request.queries:
+        return request
+    return dataclasses.replace(request, queries=queries)
+
+
+def _check_search(request: GrowingSearch, schema: CollectionSchema) -> np.ndarray:
+    """The queries as a float32 ``(nq, dim)`` array, once the field, metric and k are valid."""
+    field = schema.get_field(request.anns_field)
+    if field is None or field.dtype != DataType.FLOAT_VECTOR:
+        raise InvalidArgument(f"{request.anns_field!r} is not a float vector field")
+    try:
+        Metric.parse(request.metric)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if request.k < 1:
+        raise InvalidArgument(f"k must be positive, got {request.k}")
+    queries = np.asarray(request.queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != field.dim:
+        raise InvalidArgument(f"queries must be (nq, {field.dim}), got shape {queries.shape}")
+    return queries
+
+
+def _check_columns(names: Sequence[str], stored: pa.Schema) -> None:
+    for name in names:
+        if stored.get_field_index(name) < 0:
+            raise FieldNotFound(name)

@@ -299,5 +299,9 @@ def test_rename_and_alter(client: MilvusClient) -> None:
 def test_unsupported_calls_fail_fast(client: MilvusClient) -> None:
     client.create_collection("ro", schema=rich_schema(client))
     with pytest.raises(Exception) as err:
-        client.search("ro", data=[[0.0] * 8], limit=1, timeout=5)
+        client.create_alias("ro", "ro_alias", timeout=5)
     assert "UNIMPLEMENTED" in str(err.value) or "not implemented" in str(err.value)
+    # a read of a collection that is not loaded is refused at once, as by Milvus
+    with pytest.raises(MilvusException) as refused:
+        client.search("ro", data=[[0.0] * 8], limit=1, timeout=5)
+    assert refused.value.code == 101

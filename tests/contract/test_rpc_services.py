@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,7 +41,7 @@ from cluster.coordinator.errors import (
 )
 from cluster.coordinator.records import CollectionInfo, LoadState
 from cluster.coordinator.service import LocalCoordinator
-from cluster.interfaces import FlushTicket, WriteAck
+from cluster.interfaces import FlushTicket, GrowingQuery, GrowingSearch, WriteAck, visible_ts_of
 from cluster.milvus.columns import arrow_schema
 from cluster.milvus.status import status_for
 from cluster.proxy.routing import StaticRouter
@@ -503,6 +504,60 @@ async def test_upsert_round_trips_as_one_call(streaming: Cluster) -> None:
     )
 
 
+async def test_search_and_query_round_trip(streaming: Cluster) -> None:
+    info = await streaming.create_collection()
+    node, stream = streaming.node, streaming.stream
+    assert node is not None and stream is not None
+    cid, pid = info.collection_id, info.partitions[0].partition_id
+    for i, vch in enumerate(info.vchannels):
+        await stream.insert(cid, pid, vch, rich_rows(info, 100 * i, 60))
+    await stream.delete(cid, None, info.vchannels[0], pa.array([7]))
+    rng = np.random.default_rng(9)
+    queries = rng.random((3, DIM), dtype=np.float32)
+    outputs = ("title", "doc", "tags", "$meta", "vec")
+    search = GrowingSearch(
+        cid, tuple(info.vchannels), "vec", "IP", 6, queries,
+        filter="id not in {skip} and tags[0] >= 0", template_values={"skip": [1, 2]},
+        output_fields=outputs, guarantee_ts=await streaming.coord.allocate_timestamp(),
+        params={"ef": 32},
+    )  # fmt: skip
+    local, remote = await node.search(search), await stream.search(search)
+    assert remote.visible_ts >= search.guarantee_ts
+    for name in ("topks", "pks", "scores", "ts"):
+        assert np.array_equal(getattr(remote.hits, name), getattr(local.hits, name)), name
+    assert remote.hits.topks.tolist() == [6, 6, 6]
+    assert not {1, 2, 7} & set(remote.hits.pks.tolist())
+    assert remote.hits.fields is not None and local.hits.fields is not None
+    assert remote.hits.fields.equals(local.hits.fields)
+    bare = await stream.search(dataclasses.replace(search, output_fields=(), partition_ids=(pid,)))
+    assert bare.hits.fields is None and np.array_equal(bare.hits.pks, local.hits.pks)
+
+    query = GrowingQuery(
+        cid, tuple(info.vchannels), filter='title like "row 1%"', output_fields=("doc", "tags"),
+        limit=5,
+    )  # fmt: skip
+    rows_local, rows_remote = await node.query(query), await stream.query(query)
+    assert rows_remote.column("id").to_pylist() == [1, 10, 11, 12, 13]
+    assert rows_remote.select(["id", "doc", "tags"]).equals(
+        rows_local.select(["id", "doc", "tags"])
+    )
+    assert visible_ts_of(rows_remote) > 0
+    count = await stream.query(dataclasses.replace(query, limit=None, count=True, filter=""))
+    assert count.column("count(*)").to_pylist() == [119]
+    await same_error(
+        lambda: node.query(dataclasses.replace(query, filter="id >>> 1")),
+        lambda: stream.query(dataclasses.replace(query, filter="id >>> 1")),
+    )
+    await same_error(
+        lambda: node.search(dataclasses.replace(search, output_fields=("nope",))),
+        lambda: stream.search(dataclasses.replace(search, output_fields=("nope",))),
+    )
+    await same_error(
+        lambda: node.search(dataclasses.replace(search, vchannels=("canopy-dml_9_1v0",))),
+        lambda: stream.search(dataclasses.replace(search, vchannels=("canopy-dml_9_1v0",))),
+    )
+
+
 async def test_streaming_errors_arrive_as_the_same_class(streaming: Cluster) -> None:
     info = await streaming.create_collection()
     node, stream = streaming.node, streaming.stream
@@ -607,6 +662,14 @@ async def test_pymilvus_through_a_proxy_on_the_rpc_clients(streaming: Cluster) -
             upsert = [{**r, "id": r["id"] + 5, "title": "u"} for r in rows[190:]]  # 195..204
             upserted = client.upsert("e2e", upsert)
             deleted = client.delete("e2e", ids=[1, 2, 3])
+            client.create_index(
+                "e2e", client.prepare_index_params("vec", metric_type="L2", index_type="AUTOINDEX")
+            )
+            client.load_collection("e2e")
+            found = client.search("e2e", [[2.0] * DIM], limit=3, output_fields=["title", "extra"])
+            fetched = client.query("e2e", filter="id in [0, 1, 200]", output_fields=["title"])
+            counted = client.query("e2e", filter="", output_fields=["count(*)"])
+            client.release_collection("e2e")
             client.flush("e2e", timeout=20)  # waits until GetFlushState says flushed
             described = client.describe_collection("e2e")
             client.drop_collection("e2e")
@@ -617,6 +680,9 @@ async def test_pymilvus_through_a_proxy_on_the_rpc_clients(streaming: Cluster) -
                 "fields": [f["name"] for f in described["fields"]],
                 "listed": client.list_collections(),
                 "collection_id": described["collection_id"],
+                "found": [(h["id"], h["entity"]) for h in found[0]],
+                "fetched": [(r["id"], r["title"]) for r in fetched],
+                "counted": counted[0]["count(*)"],
             }
         finally:
             client.close()
@@ -626,6 +692,13 @@ async def test_pymilvus_through_a_proxy_on_the_rpc_clients(streaming: Cluster) -
         assert result["inserted"] == 200 and result["deleted"] == 3
         assert result["upserted"] == 10
         assert result["fields"] == ["id", "vec", "title"] and result["listed"] == []
+        # 2 was deleted; 0 is at distance 4 * 2^2, 4 at 4 * 2^2 too (ties by key)
+        assert result["found"] == [
+            (0, {"title": "t0", "extra": 0}),
+            (4, {"title": "t4", "extra": 4}),
+            (5, {"title": "t5", "extra": 5}),
+        ]
+        assert result["fetched"] == [(0, "t0"), (200, "u")] and result["counted"] == 202
         segments = await streaming.coord.list_segments(result["collection_id"])
         assert sum(s.rows for s in segments) == 210  # 5 of the upsert's rows replace old ones
         recorder = streaming.recorder

@@ -210,9 +210,9 @@ async def test_server_lifecycle_and_wire(h: ProxyHarness) -> None:
             assert reply.status.code == 0 and reply.identifier > 0
             # an unsupported RPC is UNIMPLEMENTED, not UNKNOWN (pymilvus retries UNKNOWN)
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.Search(milvus_pb2.SearchRequest())
+                await stub.HybridSearch(milvus_pb2.HybridSearchRequest())
             assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert "Search is not implemented by Canopy" in (err.value.details() or "")
+            assert "HybridSearch is not implemented by Canopy" in (err.value.details() or "")
             # the database comes from the dbname header over the wire too
             reply = await stub.DescribeCollection(
                 milvus_pb2.DescribeCollectionRequest(collection_name="c"),
@@ -259,6 +259,6 @@ async def test_server_refuses_a_busy_port(h: ProxyHarness) -> None:
 async def test_streaming_is_untouched_by_unimplemented_calls(h: ProxyHarness) -> None:
     ctx = FakeContext()
     with pytest.raises(RuntimeError, match="aborted"):
-        await h.servicer.Query(milvus_pb2.QueryRequest(), ctx)
+        await h.servicer.HybridSearch(milvus_pb2.HybridSearchRequest(), ctx)
     assert ctx.aborted is not None and ctx.aborted[0] == grpc.StatusCode.UNIMPLEMENTED
     assert not h.streaming.calls
