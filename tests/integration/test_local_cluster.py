@@ -182,3 +182,36 @@ def test_a_cluster_with_its_own_services_cleans_up_after_itself() -> None:
         client.close()
     assert not any(pid_alive(pid) for pid in pids if pid is not None)
     assert not work_dir.exists()  # its own temp dir is removed too
+
+
+def test_search_and_query_scatter_over_both_streaming_nodes(cluster: LocalCluster) -> None:
+    rng = np.random.default_rng(6)
+    _wait_balanced(cluster)
+    writer, reader = (MilvusClient(uri=uri) for uri in cluster.proxy_uris)
+    writer.create_collection("reads", schema=schema(writer), num_shards=4)
+    index = writer.prepare_index_params()
+    index.add_index("vec", index_type="FLAT", metric_type="L2")
+    writer.create_index("reads", index)
+    writer.load_collection("reads")
+    data = rows(range(400), rng)
+    writer.insert("reads", data)
+    vectors = np.array([r["vec"] for r in data], dtype=np.float32)
+    queries = rng.random((3, vectors.shape[1]), dtype=np.float32)
+    hits = reader.search(
+        "reads", queries.tolist(), limit=5, output_fields=["title"], consistency_level="Strong"
+    )
+    for q, result in zip(queries, hits, strict=True):
+        exact = np.argsort(((vectors - q) ** 2).sum(axis=1))[:5]
+        assert [h["id"] for h in result] == exact.tolist()  # ids are row numbers here
+        assert all(h["entity"]["title"] == f"r{h['id']}" for h in result)
+    count = reader.query("reads", filter="", output_fields=["count(*)"], consistency_level="Strong")
+    assert count[0]["count(*)"] == 400
+    writer.delete("reads", ids=[int(hits[0][0]["id"])])
+    again = reader.search("reads", queries[:1].tolist(), limit=5, consistency_level="Strong")
+    assert hits[0][0]["id"] not in [h["id"] for h in again[0]]
+    got = reader.query(
+        "reads", filter="id in [1, 2, 3] and title like 'r%'", consistency_level="Strong"
+    )
+    assert sorted(r["id"] for r in got) == [i for i in (1, 2, 3) if i != hits[0][0]["id"]]
+    writer.close()
+    reader.close()
