@@ -31,9 +31,8 @@ proxy did not issue (another proxy, a restart) it sends the whole ticket to ever
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -53,7 +52,7 @@ from cluster.milvus.status import (
 )
 from cluster.proxy.collections import Collection, Collections
 from cluster.proxy.pk_expr import parse_pk_list
-from cluster.proxy.routing import REROUTE_ERRORS, StreamingRouter, call_owner
+from cluster.proxy.routing import StreamingRouter, call_owner, gather_all, scatter
 from woodpecker.clock import Clock
 
 __all__ = ["DeleteByFilterNotSupported", "DmlHandlers"]
@@ -228,7 +227,7 @@ class DmlHandlers:
                 )
             return acks
 
-        results = await _gather_all([run(v, p) for v, p in plans.items()])
+        results = await gather_all([run(v, p) for v, p in plans.items()])
         return max((ack.timestamp for acks in results for ack in acks), default=0)
 
     async def _execute_upserts(
@@ -247,7 +246,7 @@ class DmlHandlers:
                 lambda s: s.upsert(cid, vchannel, plan.inserts, pks, delete_pid),
             )
 
-        acks = await _gather_all([run(v, p) for v, p in plans.items()])
+        acks = await gather_all([run(v, p) for v, p in plans.items()])
         return max((ack.timestamp for ack in acks), default=0)
 
     # --- delete --------------------------------------------------------------------------------
@@ -314,57 +313,25 @@ class DmlHandlers:
             # Another proxy issued the flush (or this one forgot it): every owner decides for
             # the whole ticket (segments it does not know are looked up in the registry).
             whole = FlushTicket(cid, tuple(req.segmentIDs), req.flush_ts)
-            states = await _gather_all(
+            states = await gather_all(
                 [
                     call_owner(self.router, v, lambda s: s.flush_state(whole))
                     for v in coll.info.vchannels
                 ]
             )
         else:
-            states = await _gather_all([s.flush_state(t) for s, t in issued])
+            states = await gather_all([s.flush_state(t) for s, t in issued])
         return milvus_pb2.GetFlushStateResponse(status=ok_status(), flushed=all(states))
 
     async def _flush_all(
         self, collection_id: int, vchannels: Sequence[str]
     ) -> list[tuple[StreamingService, FlushTicket]]:
-        """Flush every vchannel: one call per owning node; a group refused because a channel
-        moved is redone vchannel by vchannel at the current owners. (owner, ticket) pairs."""
+        """Flush every vchannel, one call per owning node (see ``routing.scatter``):
+        (owner, ticket) pairs."""
 
-        async def group(service: StreamingService, vcs: list[str]) -> list:
-            try:
-                return [(service, await service.flush(collection_id, vcs))]
-            except REROUTE_ERRORS:
-                return await _gather_all([one(v) for v in vcs])
+        async def flush(
+            service: StreamingService, vcs: tuple[str, ...]
+        ) -> tuple[StreamingService, FlushTicket]:
+            return service, await service.flush(collection_id, list(vcs))
 
-        async def one(vchannel: str) -> tuple[StreamingService, FlushTicket]:
-            async def flush(service: StreamingService) -> tuple[StreamingService, FlushTicket]:
-                return service, await service.flush(collection_id, [vchannel])
-
-            return await call_owner(self.router, vchannel, flush)
-
-        groups: dict[int, tuple[StreamingService, list[str]]] = {}
-        loose: list[str] = []
-        for vchannel in vchannels:
-            try:
-                service = await self.router.service_for(vchannel)
-            except REROUTE_ERRORS:
-                loose.append(vchannel)
-                continue
-            groups.setdefault(id(service), (service, []))[1].append(vchannel)
-        parts = await _gather_all(
-            [group(s, vcs) for s, vcs in groups.values()] + [_listed(one(v)) for v in loose]
-        )
-        return [pair for part in parts for pair in part]
-
-
-async def _listed(aw: Awaitable[T]) -> list[T]:
-    return [await aw]
-
-
-async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
-    """Await all; if any failed, raise the first error -- only after every one has ended."""
-    results = await asyncio.gather(*aws, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results  # type: ignore[return-value]
+        return await scatter(self.router, vchannels, flush)

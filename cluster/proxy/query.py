@@ -35,10 +35,9 @@ from cluster.proxy.reads import (
     ReadSupport,
     resolve_outputs,
     resolve_partitions,
-    scatter,
     template_values,
 )
-from cluster.proxy.routing import StreamingRouter
+from cluster.proxy.routing import StreamingRouter, scatter
 from cluster.results import reduce_query
 from cluster.schema import DataType
 

@@ -19,15 +19,13 @@ Contract:
   dynamic ``$meta`` object included), a static name is that field, ``$meta`` the whole
   dynamic object, any other name a dynamic key (only with the dynamic field enabled; else
   ``field x not exist``, 1100). Reads fetch the stored columns; the encoder picks the keys.
-* :func:`scatter`: one call per streaming node with all of its vchannels; a node that refuses
-  (the channel moved) is retried vchannel by vchannel at the current owners
-  (:func:`~cluster.proxy.routing.call_owner`). Reads are idempotent, so this is always safe.
+* the scatter to streaming nodes is :func:`cluster.proxy.routing.scatter` (reads are
+  idempotent, so redoing a refused group vchannel by vchannel is always safe).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,7 +35,7 @@ from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.records import LoadState
 from cluster.coordinator.tso import compose, physical_ms
 from cluster.expr import templates_from_proto
-from cluster.interfaces import CoordinatorService, StreamingService
+from cluster.interfaces import CoordinatorService
 from cluster.milvus.status import (
     CollectionNotLoaded,
     ParameterInvalid,
@@ -45,7 +43,6 @@ from cluster.milvus.status import (
     PartitionNotLoaded,
 )
 from cluster.proxy.collections import Collection
-from cluster.proxy.routing import REROUTE_ERRORS, StreamingRouter, call_owner
 from cluster.schema import DYNAMIC_FIELD_NAME, CollectionSchema, FieldSchema
 
 __all__ = [
@@ -54,7 +51,6 @@ __all__ = [
     "ReadSupport",
     "resolve_outputs",
     "resolve_partitions",
-    "scatter",
     "template_values",
 ]
 
@@ -179,51 +175,3 @@ def resolve_outputs(
 def template_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """A request's ``expr_template_values`` as plain values (``cluster.expr``)."""
     return templates_from_proto(values) if values else {}
-
-
-async def scatter(
-    router: StreamingRouter,
-    vchannels: Sequence[str],
-    call: Callable[[StreamingService, tuple[str, ...]], Awaitable[T]],
-) -> list[T]:
-    """``call(node, its vchannels)`` for every node owning some of ``vchannels``, all at
-    once; a group the node refuses because a channel moved is redone one vchannel at a time
-    at the current owners. The results, in no particular order."""
-
-    async def one(vchannel: str) -> T:
-        return await call_owner(router, vchannel, lambda s: call(s, (vchannel,)))
-
-    async def group(service: StreamingService, vcs: list[str]) -> list[T]:
-        try:
-            return [await call(service, tuple(vcs))]
-        except REROUTE_ERRORS:
-            return await _gather_all([one(v) for v in vcs])
-
-    groups: dict[int, tuple[StreamingService, list[str]]] = {}
-    loose: list[str] = []
-    for vchannel in vchannels:
-        try:
-            service = await router.service_for(vchannel)
-        except REROUTE_ERRORS:
-            loose.append(vchannel)
-            continue
-        groups.setdefault(id(service), (service, []))[1].append(vchannel)
-    parts = await _gather_all(
-        [group(s, vcs) for s, vcs in groups.values()] + [_listed(one(v)) for v in loose]
-    )
-    return [r for part in parts for r in part]
-
-
-async def _listed(aw: Awaitable[T]) -> list[T]:
-    return [await aw]
-
-
-async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
-    """Await all; if any failed, raise the first error -- only after every one has ended."""
-    if len(aws) == 1:
-        return [await aws[0]]
-    results = await asyncio.gather(*aws, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results  # type: ignore[return-value]

@@ -23,7 +23,7 @@ never retried here: it goes back to the client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from cluster.interfaces import StreamingService
@@ -39,7 +39,9 @@ __all__ = [
     "StaticRouter",
     "StreamingRouter",
     "call_owner",
+    "gather_all",
     "group_by_service",
+    "scatter",
 ]
 
 
@@ -143,3 +145,51 @@ async def group_by_service(
         service = await router.service_for(vchannel)
         groups.setdefault(id(service), (service, []))[1].append(vchannel)
     return list(groups.values())
+
+
+async def scatter(
+    router: StreamingRouter,
+    vchannels: Sequence[str],
+    call: Callable[[StreamingService, tuple[str, ...]], Awaitable[T]],
+) -> list[T]:
+    """``call(node, its vchannels)`` for every node owning some of ``vchannels``, all at
+    once; a group the node refuses because a channel moved is redone one vchannel at a time
+    at the current owners. The results, in no particular order."""
+
+    async def one(vchannel: str) -> T:
+        return await call_owner(router, vchannel, lambda s: call(s, (vchannel,)))
+
+    async def group(service: StreamingService, vcs: list[str]) -> list[T]:
+        try:
+            return [await call(service, tuple(vcs))]
+        except REROUTE_ERRORS:
+            return await gather_all([one(v) for v in vcs])
+
+    groups: dict[int, tuple[StreamingService, list[str]]] = {}
+    loose: list[str] = []
+    for vchannel in vchannels:
+        try:
+            service = await router.service_for(vchannel)
+        except REROUTE_ERRORS:
+            loose.append(vchannel)
+            continue
+        groups.setdefault(id(service), (service, []))[1].append(vchannel)
+    parts = await gather_all(
+        [group(s, vcs) for s, vcs in groups.values()] + [_listed(one(v)) for v in loose]
+    )
+    return [r for part in parts for r in part]
+
+
+async def _listed(aw: Awaitable[T]) -> list[T]:
+    return [await aw]
+
+
+async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """Await all; if any failed, raise the first error -- only after every one has ended."""
+    if len(aws) == 1:
+        return [await aws[0]]
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]

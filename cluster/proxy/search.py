@@ -58,10 +58,9 @@ from cluster.proxy.reads import (
     ReadSupport,
     resolve_outputs,
     resolve_partitions,
-    scatter,
     template_values,
 )
-from cluster.proxy.routing import StreamingRouter
+from cluster.proxy.routing import StreamingRouter, scatter
 from cluster.results import PartialResult, reduce_query, reduce_search
 from cluster.schema import CollectionSchema, DataType, FieldSchema
 from cluster.streaming.search import Metric
