@@ -88,6 +88,7 @@ class ChannelMemory:
         self.schemas: dict[int, CollectionSchema] = {}
         self.flushed_after: dict[int, MessageId] = dict(flushed_after or {})
         self.completed: set[int] = set()
+        self.generation = 0  # bumped when rows or deletes leave memory for object storage
         self.service_ts = service_ts
         self.last_mid: MessageId | None = None
         self._ts_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -209,6 +210,7 @@ class ChannelMemory:
         if seg is not None:
             self.completed.add(segment_id)
             self.flushed_after[segment_id] = seg.last_mid
+            self.generation += 1
         return seg
 
     def deletes_due(self, *, max_rows: int, max_age: float) -> bool:
@@ -222,6 +224,7 @@ class ChannelMemory:
         """``batch`` (a snapshot of ``deletes``) is in the delete logs now."""
         done = {id(d) for d in batch}
         self.deletes = [d for d in self.deletes if id(d) not in done]
+        self.generation += 1
         self.deletes_since = self.clock.monotonic() if self.deletes else None
 
     def position(self, floor: MessageId | None) -> MessageId | None:

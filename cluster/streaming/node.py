@@ -25,7 +25,10 @@ Contract of :class:`StreamingNode`:
   not yet flushed: rows stay searchable here until their segment is written and registered)
   at one ``visible_ts`` (see :meth:`~cluster.interfaces.StreamingService.search`). Big reads
   (rows x queries above ``THREAD_READ_WORK``) run in a worker thread so the channels' acks and
-  ticks keep flowing. Flushed segments are not read here: that is the query nodes' part.
+  ticks keep flowing. Until query nodes exist, the node also reads the flushed (sealed)
+  segments of those vchannels (:mod:`cluster.streaming.sealed`: loaded lazily from object
+  storage, every delete of the vchannel applied by timestamp) and merges them with the growing
+  hits by the usual reduce (newest version per key; a row in both during handoff counts once).
 * **Lifecycle**: ``start`` -> ``serving`` -> ``close``. A supervisor task that crashes with an
   unexpected error stops the node loudly (logged, :meth:`wait` raises it, calls raise
   :class:`NodeClosed`); so does the loss of the node's session, when one is given.
@@ -49,6 +52,7 @@ from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.sessions import NodeSession, SessionLost
 from cluster.expr import FilterPlan
 from cluster.interfaces import (
+    COUNT_COLUMN,
     VISIBLE_TS_KEY,
     CoordinatorService,
     FlushTicket,
@@ -58,6 +62,8 @@ from cluster.interfaces import (
     WriteAck,
 )
 from cluster.milvus.status import FieldNotFound, Timeout
+from cluster.query.segment import SealedSegment
+from cluster.results import reduce_query, reduce_search
 from cluster.schema import CollectionSchema, DataType
 from cluster.streaming.channel import ChannelOwner
 from cluster.streaming.config import StreamingConfig
@@ -65,6 +71,13 @@ from cluster.streaming.errors import ChannelFenced, ChannelNotOwned, NodeClosed
 from cluster.streaming.growing import GrowingSegment, stored_schema
 from cluster.streaming.reads import compile_read_filter, query_segments, search_segments
 from cluster.streaming.routing import CollectionCache, pchannel_of
+from cluster.streaming.sealed import (
+    SealedReader,
+    SealedSnapshot,
+    count_distinct,
+    query_sealed,
+    search_sealed,
+)
 from cluster.streaming.search import Metric
 from woodpecker import LogStore
 from woodpecker.clock import Clock, RealClock
@@ -130,6 +143,11 @@ class StreamingNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
+        self.sealed = SealedReader(
+            objects, coordinator, root=self.config.storage_root, clock=self.clock,
+            cache_dir=self.config.sealed_cache_dir, cache_bytes=self.config.sealed_cache_bytes,
+            refresh_interval=self.config.sealed_refresh_interval,
+        )  # fmt: skip
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -170,6 +188,7 @@ class StreamingNode:
         if self.watcher is not None:
             with contextlib.suppress(CanopyError):
                 await self.watcher.close()
+        await self.sealed.close()
         if self.status is NodeStatus.STOPPING:
             self.status = NodeStatus.STOPPED
         self._stopped.set()
@@ -183,6 +202,7 @@ class StreamingNode:
         for owner in self._owners.values():
             owner.abandon()
         self._owners.clear()
+        self.sealed.discard()
         self._stopped.set()
 
     async def wait(self) -> None:
@@ -428,6 +448,7 @@ class StreamingNode:
             owner = self.owner(pchannel_of(vchannel))
             await owner.drop_collection(collection_id, vchannel)
         self.collections.forget(collection_id)
+        self.sealed.forget_collection(collection_id)
         self._stored.pop(collection_id, None)
 
     # --- reads (for the search path) -----------------------------------------------------------
@@ -462,6 +483,7 @@ class StreamingNode:
         plan = compile_read_filter(request.filter, schema, request.template_values)
         visible_ts = await self._read_ts(owners, request.guarantee_ts, request.wait_timeout)
         segments = self._segments(request.collection_id, owners, request.partition_ids)
+        snaps = self._sealed_snapshots(request.collection_id, owners)
         _prepare_pk_lookups(plan, segments)
         work = sum(seg.num_rows for seg in segments) * max(len(queries), 1)
         args = (segments, _with_queries(request, queries), plan, visible_ts, schema, stored)
@@ -469,6 +491,12 @@ class StreamingNode:
             hits = await asyncio.to_thread(search_segments, *args)
         else:
             hits = search_segments(*args)
+        sealed = await self._sealed_segments(snaps, request.partition_ids)
+        if sealed:
+            pk = schema.primary_field.name
+            parts = await search_sealed(sealed, request, queries, plan, visible_ts, pk, stored)
+            if parts:
+                hits = reduce_search([hits, *parts], len(queries), request.metric, request.k)
         return GrowingSearchResult(hits, visible_ts)
 
     async def query(self, request: GrowingQuery) -> pa.Table:
@@ -483,13 +511,28 @@ class StreamingNode:
         plan = compile_read_filter(request.filter, schema, request.template_values)
         visible_ts = await self._read_ts(owners, request.guarantee_ts, request.wait_timeout)
         segments = self._segments(request.collection_id, owners, request.partition_ids)
+        snaps = self._sealed_snapshots(request.collection_id, owners)
         _prepare_pk_lookups(plan, segments)
+        sealed = await self._sealed_segments(snaps, request.partition_ids)
+        pk = schema.primary_field.name
+        growing_request = request
+        if sealed and request.count:  # count distinct keys over both sources: keys needed
+            growing_request = dataclasses.replace(
+                request, count=False, output_fields=(), limit=None
+            )
         work = sum(seg.num_rows for seg in segments)
-        args = (segments, request, plan, visible_ts, schema, stored)
+        args = (segments, growing_request, plan, visible_ts, schema, stored)
         if work > THREAD_READ_WORK:
             table = await asyncio.to_thread(query_segments, *args)
         else:
             table = query_segments(*args)
+        if sealed:
+            tables = await query_sealed(sealed, request, plan, visible_ts, pk, stored)
+            if request.count:
+                total = count_distinct([table, *tables], pk)
+                table = pa.table({COUNT_COLUMN: pa.array([total], pa.int64())})
+            elif tables:
+                table = reduce_query([table, *tables], pk, limit=request.limit)
         metadata = {**(table.schema.metadata or {}), VISIBLE_TS_KEY: str(visible_ts).encode()}
         return table.replace_schema_metadata(metadata)
 
@@ -540,6 +583,22 @@ class StreamingNode:
             issued if o.quiescent else max(o.service_ts, floor)
             for o, floor in zip(unique, floors, strict=True)
         )
+
+    def _sealed_snapshots(
+        self, collection_id: int, owners: list[tuple[ChannelOwner, str]]
+    ) -> list[SealedSnapshot]:
+        """Taken with the growing segments (no await between): see
+        :mod:`cluster.streaming.sealed`."""
+        return [SealedReader.snapshot(collection_id, v, owner.mem) for owner, v in owners]
+
+    async def _sealed_segments(
+        self, snaps: list[SealedSnapshot], partition_ids: Sequence[int] | None
+    ) -> list[SealedSegment]:
+        pids = None if partition_ids is None else list(partition_ids)
+        out: list[SealedSegment] = []
+        for snap in snaps:
+            out.extend(await self.sealed.segments(snap, pids))
+        return out
 
     @staticmethod
     def _segments(

@@ -1,9 +1,9 @@
 """The official pymilvus client searching and querying a real ``canopy standalone`` process.
 
-Only growing data is served today: rows live in the streaming node's memory until their segment
-is flushed, and flushed segments are served by query nodes, which do not exist yet. So these
-tests never call ``flush`` (and stay far below the seal policy's size and idle limits).
-Results are checked against numpy exact search over the same rows.
+Growing rows live in the streaming node's memory until their segment is flushed; until query
+nodes exist, the streaming node owning a vchannel also serves its flushed (sealed) segments
+(``test_flushed_rows_are_still_served``). Results are checked against numpy exact search over
+the same rows.
 """
 
 from __future__ import annotations
@@ -254,3 +254,23 @@ def test_search_by_ids_and_partitions(client: MilvusClient, tmp_path: Path) -> N
     assert found[0][0]["id"] == 60 and all(h["id"] >= 50 for h in found[0])
     by_ids = client.search("parts", ids=[3, 77], limit=1)
     assert [q[0]["id"] for q in by_ids] == [3, 77]
+
+
+def test_flushed_rows_are_still_served(client: MilvusClient) -> None:
+    rng = np.random.default_rng(16)
+    base = rng.random((120, DIM), dtype=np.float32)
+    client.create_collection("sealed", dimension=DIM, metric_type="L2", consistency_level="Strong")
+    client.insert("sealed", rows(base[:100]))
+    client.flush("sealed")  # the rows leave the streaming node's memory
+    client.insert("sealed", rows(base[100:], 100))  # growing
+    order, _ = exact(base, base[[5, 110]], "L2")
+    found = client.search("sealed", base[[5, 110]].tolist(), limit=5, output_fields=["color"])
+    assert [[h["id"] for h in q] for q in found] == order[:, :5].tolist()
+    assert found[0][0]["entity"]["color"] == "blue"  # 5 % 3 == 2
+    got = client.query("sealed", filter="id in [5, 50, 110]", output_fields=["n"])
+    assert sorted((r["id"], r["n"]) for r in got) == [(5, 5), (50, 50), (110, 110)]
+    assert client.query("sealed", filter="", output_fields=["count(*)"])[0]["count(*)"] == 120
+    client.delete("sealed", ids=[5])
+    assert 5 not in [h["id"] for h in client.search("sealed", [base[5].tolist()], limit=3)[0]]
+    assert client.query("sealed", filter="id == 5") == []
+    assert client.query("sealed", filter="", output_fields=["count(*)"])[0]["count(*)"] == 119

@@ -1,0 +1,373 @@
+"""Reads over the SEALED segments of the vchannels a streaming node owns (an interim "shard
+delegator", until query nodes exist).
+
+Contract of :class:`SealedReader` (one per streaming node):
+
+* **Which segments**: those the coordinator registry lists for the collection
+  (``list_segments``, state ``flushed``) on the vchannel, read through their ``cluster.storage``
+  manifests (state ``dropped`` is skipped). The list and the manifests are re-read at most every
+  ``sealed_refresh_interval`` seconds, and at once when the channel's memory says something
+  became durable (:attr:`ChannelMemory.generation`: a segment registered and dropped from memory,
+  buffered deletes written to delete logs). The flush path registers a segment before it leaves
+  memory, so a row is always in the growing set, the sealed set, or both (then with the same
+  ``(pk, _ts)``, and the reduce de-duplicates it).
+* **Loading**: a segment is loaded (:class:`~cluster.query.segment.SealedSegment`, through a
+  :class:`~cluster.query.cache.LocalCache`) on the first read that needs it and kept.
+* **Deletes**, applied by timestamp (a delete at ``D`` hides rows with ``_ts < D``; older reads
+  still see them): every primary key hashes to one vchannel, so this node sees every delete of
+  the rows it serves. Two sources, together complete: (1) every delete log of every segment of
+  the vchannel, applied to every loaded segment of the same partition (a later segment's log
+  may target rows of an earlier one); (2) the channel's delete buffer
+  (:attr:`ChannelMemory.deletes`: applied in memory, not yet in the delete logs), snapshotted
+  with the generation *before* the manifests are refreshed, so a delete that moves from the
+  buffer to a log meanwhile is in one of the two. Both are idempotent and tracked per segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cluster.expr import FilterPlan
+from cluster.interfaces import CoordinatorService, GrowingQuery, GrowingSearch
+from cluster.query.cache import LocalCache
+from cluster.query.segment import SealedSegment
+from cluster.results import PartialResult, newest_per_key
+from cluster.storage import (
+    STATE_DROPPED,
+    SegmentManifest,
+    SegmentNotFound,
+    read_deltas,
+    read_manifest,
+)
+from cluster.streaming.channel_state import ChannelMemory
+from cluster.streaming.flushing import BufferedDelete
+from cluster.streaming.messages import TS_FIELD
+from woodpecker.clock import Clock
+from woodpecker.message import MessageId
+from woodpecker.objectstore.base import ObjectStore
+
+__all__ = [
+    "SealedReader",
+    "SealedSnapshot",
+    "count_distinct",
+    "query_sealed",
+    "search_sealed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSnapshot:
+    """What a read knew of one vchannel's memory when it took its growing segments."""
+
+    collection_id: int
+    vchannel: str
+    mem: ChannelMemory
+    generation: int
+    deletes: tuple[BufferedDelete, ...]
+
+
+@dataclass(slots=True)
+class _DeltaLog:
+    partition_id: int
+    pks: pa.Array
+    ts: np.ndarray
+
+
+@dataclass(slots=True)
+class _Loaded:
+    seg: SealedSegment
+    partition_id: int
+    logs_applied: int = 0  # prefix of _View.logs applied
+    buffered: set[MessageId] = field(default_factory=set)  # buffered deletes applied
+
+
+@dataclass(slots=True)
+class _View:
+    """The sealed segments of one (collection, vchannel)."""
+
+    manifests: dict[int, SegmentManifest] = field(default_factory=dict)
+    loaded: dict[int, _Loaded] = field(default_factory=dict)
+    logs: list[_DeltaLog] = field(default_factory=list)  # append-only
+    seen_logs: set[tuple[int, str]] = field(default_factory=set)
+    refreshed_at: float | None = None
+    mem: ChannelMemory | None = None
+    generation: int = -1
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SealedReader:
+    """See the module docstring. ``cache_dir`` None: a temporary directory, removed on close."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        coordinator: CoordinatorService,
+        *,
+        root: str,
+        clock: Clock,
+        cache_dir: str | None,
+        cache_bytes: int,
+        refresh_interval: float = 1.0,
+    ) -> None:
+        self.objects = objects
+        self.coordinator = coordinator
+        self.root = root
+        self.clock = clock
+        self.cache_dir = cache_dir
+        self.cache_bytes = cache_bytes
+        self.refresh_interval = refresh_interval
+        self._views: dict[tuple[int, str], _View] = {}
+        self._cache: LocalCache | None = None
+        self._cache_lock = asyncio.Lock()
+        self._tmp: str | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    @staticmethod
+    def snapshot(collection_id: int, vchannel: str, mem: ChannelMemory) -> SealedSnapshot:
+        """Take synchronously, together with the growing segments of the read."""
+        deletes = tuple(
+            d for d in mem.deletes if d.collection_id == collection_id and d.vchannel == vchannel
+        )
+        return SealedSnapshot(collection_id, vchannel, mem, mem.generation, deletes)
+
+    async def _open_cache(self) -> LocalCache:
+        async with self._cache_lock:
+            if self._cache is None:
+                directory = self.cache_dir
+                if directory is None:
+                    directory = self._tmp = tempfile.mkdtemp(prefix="canopy-sealed-")
+                    # also removed at interpreter exit when the node is never closed
+                    self._finalizer = weakref.finalize(self, shutil.rmtree, directory, True)
+                self._cache = await LocalCache.open(
+                    self.objects, directory, max_bytes=self.cache_bytes
+                )
+            return self._cache
+
+    async def segments(
+        self, snap: SealedSnapshot, partition_ids: Sequence[int] | None
+    ) -> list[SealedSegment]:
+        """The loaded sealed segments of the snapshot's vchannel (of ``partition_ids``; None:
+        all), every known delete applied."""
+        view = self._views.setdefault((snap.collection_id, snap.vchannel), _View())
+        async with view.lock:
+            now = self.clock.monotonic()
+            if (
+                view.refreshed_at is None
+                or view.mem is not snap.mem
+                or view.generation != snap.generation
+                or now - view.refreshed_at >= self.refresh_interval
+            ):
+                await self._refresh(view, snap)
+                view.refreshed_at, view.mem, view.generation = now, snap.mem, snap.generation
+            wanted = [
+                m
+                for _, m in sorted(view.manifests.items())
+                if partition_ids is None or m.partition_id in partition_ids
+            ]
+            out = []
+            for manifest in wanted:
+                entry = view.loaded.get(manifest.segment_id)
+                if entry is None:
+                    cache = await self._open_cache()
+                    seg = await SealedSegment.load(replace(manifest, delta_files=()), cache)
+                    entry = view.loaded[manifest.segment_id] = _Loaded(seg, manifest.partition_id)
+                _apply_deletes(entry, view.logs, snap.deletes)
+                out.append(entry.seg)
+            return out
+
+    async def _refresh(self, view: _View, snap: SealedSnapshot) -> None:
+        """Re-list the vchannel's registered segments, re-read their manifests and load the
+        delete logs not seen yet."""
+        infos = await self.coordinator.list_segments(snap.collection_id)
+        listed = [i for i in infos if i.vchannel == snap.vchannel and i.state == "flushed"]
+        manifests: dict[int, SegmentManifest] = {}
+        for info in listed:
+            try:
+                m = await read_manifest(
+                    self.objects, self.root, info.collection_id, info.partition_id, info.segment_id
+                )
+            except SegmentNotFound:
+                continue
+            if m.state == STATE_DROPPED:
+                continue
+            manifests[m.segment_id] = m
+        cache = await self._open_cache() if manifests else None
+        for m in manifests.values():
+            new = tuple(d for d in m.delta_files if (m.segment_id, d.path) not in view.seen_logs)
+            if not new:
+                continue
+            assert cache is not None
+            pks, tss = await read_deltas(cache.view(), replace(m, delta_files=new))
+            if len(pks):
+                view.logs.append(_DeltaLog(m.partition_id, pks, tss.to_numpy()))
+            view.seen_logs.update((m.segment_id, d.path) for d in new)
+        view.manifests = manifests
+        for sid in [s for s in view.loaded if s not in manifests]:
+            del view.loaded[sid]
+
+    def forget_collection(self, collection_id: int) -> None:
+        for key in [k for k in self._views if k[0] == collection_id]:
+            del self._views[key]
+
+    async def close(self) -> None:
+        """Forget every loaded segment and remove the temporary cache directory."""
+        tmp, self._tmp = self._tmp, None
+        self.discard()
+        if tmp is not None:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            self._detach()
+
+    def discard(self) -> None:
+        """:meth:`close` without waiting (a node abandoned like a crash)."""
+        self._views.clear()
+        self._cache = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+            self._detach()
+
+    def _detach(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+
+
+def _apply_deletes(
+    entry: _Loaded, logs: list[_DeltaLog], buffered: tuple[BufferedDelete, ...]
+) -> None:
+    seg, pid = entry.seg, entry.partition_id
+    for log in logs[entry.logs_applied :]:
+        if log.partition_id == pid:
+            seg.apply_deletes(log.pks, log.ts)
+    entry.logs_applied = len(logs)
+    current = set()
+    for d in buffered:
+        current.add(d.message_id)
+        if d.message_id not in entry.buffered and (d.partition_id in (None, pid)):
+            seg.apply_deletes(d.pks, d.ts)
+    entry.buffered = current  # deletes that left the buffer are in the logs now
+
+
+# --- reads over loaded segments ------------------------------------------------------------------
+
+
+def _plan_columns(plan: FilterPlan, pk: str) -> list[str]:
+    return sorted(set(plan.fields) | {pk})
+
+
+async def _mask(seg: SealedSegment, plan: FilterPlan | None, pk: str) -> np.ndarray | None:
+    """Bool per row of ``seg`` selected by ``plan`` (None: every row). A ``pk in [..]`` plan
+    looks its keys up in the segment's pk index and evaluates over those rows only."""
+    if plan is None:
+        return None
+    columns = _plan_columns(plan, pk)
+    keys = plan.pk_values()
+    if keys is not None:
+        mask = np.zeros(seg.rows, dtype=bool)
+        rows = seg.pk_index.offsets(keys if isinstance(keys, np.ndarray) else list(keys))
+        if len(rows):
+            sub = await seg.take(rows, columns)
+            mask[rows] = np.asarray(plan.evaluate(sub), dtype=bool)
+        return mask
+    return np.asarray(plan.evaluate(await seg.columns(columns)), dtype=bool)
+
+
+def _conform(table: pa.Table, stored: pa.Schema, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of a sealed segment's rows with the types of the growing data."""
+    schema = pa.schema([stored.field(c) for c in columns])
+    return pa.Table.from_arrays(
+        [table.column(c).cast(schema.field(c).type) for c in columns], schema=schema
+    )
+
+
+async def search_sealed(
+    segments: Sequence[SealedSegment],
+    request: GrowingSearch,
+    queries: np.ndarray,
+    plan: FilterPlan | None,
+    visible_ts: int,
+    pk: str,
+    stored: pa.Schema,
+) -> list[PartialResult]:
+    """One :class:`PartialResult` per segment with hits: its top ``k`` at ``visible_ts``,
+    with the request's output fields (merge them with :func:`cluster.results.reduce_search`)."""
+    nq = len(queries)
+    columns = list(request.output_fields)
+    parts = []
+    for seg in segments:
+        if request.anns_field not in seg.manifest.column_names:
+            continue
+        mask = await _mask(seg, plan, pk)
+        if mask is not None and not mask.any():
+            continue
+        result = await seg.search(
+            queries, request.anns_field, request.k, request.metric,
+            mask=mask, visible_ts=visible_ts,
+        )  # fmt: skip
+        k = result.offsets.shape[1]
+        if k == 0:
+            continue
+        flat = result.offsets.ravel()
+        fields = _conform(await seg.take(flat, columns), stored, columns) if columns else None
+        parts.append(
+            PartialResult(
+                np.full(nq, k, np.int64),
+                result.pks.ravel(),
+                result.distances.ravel().astype(np.float32, copy=False),
+                seg.deletes.row_ts[flat],
+                fields,
+            )
+        )
+    return parts
+
+
+async def query_sealed(
+    segments: Sequence[SealedSegment],
+    request: GrowingQuery,
+    plan: FilterPlan | None,
+    visible_ts: int,
+    pk: str,
+    stored: pa.Schema,
+) -> list[pa.Table]:
+    """Per segment, its matching rows visible at ``visible_ts`` (newest version per key, key
+    order, at most ``limit``) with the primary key, ``request.output_fields`` and ``_ts``
+    (only the primary key and ``_ts`` for a count): merge them with
+    :func:`cluster.results.reduce_query`."""
+    if request.count:
+        columns = [pk, TS_FIELD]
+    else:
+        columns = [pk, *(c for c in request.output_fields if c not in (pk, TS_FIELD)), TS_FIELD]
+    tables = []
+    for seg in segments:
+        mask = await _mask(seg, plan, pk)
+        visible = seg.visible(visible_ts)
+        if mask is None:
+            allowed = visible
+        else:
+            allowed = mask if visible is None else mask & visible
+        offsets = np.arange(seg.rows) if allowed is None else np.flatnonzero(allowed)
+        if not len(offsets):
+            continue
+        keys = (await seg.column(pk)).take(pa.array(offsets))
+        keep = newest_per_key(keys, seg.deletes.row_ts[offsets])
+        if request.limit is not None and not request.count:
+            keep = keep[: request.limit]
+        tables.append(_conform(await seg.take(offsets[keep], columns), stored, columns))
+    return tables
+
+
+def count_distinct(tables: Sequence[pa.Table], pk: str) -> int:
+    """Distinct primary keys over ``tables``."""
+    chunks = [c for t in tables if t.num_rows for c in t.column(pk).chunks]
+    if not chunks:
+        return 0
+    return int(pc.count_distinct(pa.chunked_array(chunks)).as_py())
