@@ -129,8 +129,9 @@ ROLES = {
     "coordinator": (
         "run the coordinator (timestamps, catalog, channel assignment)",
         "Run the coordinator: the timestamp oracle, the catalog (databases, collections, "
-        "partitions), the segment registry and the channel manager that assigns each WAL "
-        "channel to one live streaming node. One per cluster.",
+        "partitions), the segment registry, the channel manager that assigns each WAL "
+        "channel to one live streaming node, and the index build scheduler (plus one build "
+        "worker with datanode.embedded). One per cluster.",
     ),
     "proxy": (
         "run a Milvus-API proxy (stateless; run several behind a load balancer)",
@@ -142,6 +143,12 @@ ROLES = {
         "Run a streaming node: it takes over the WAL channels the coordinator assigns to it, "
         "stamps and appends writes, keeps growing segments and flushes sealed ones to object "
         "storage as Parquet.",
+    ),
+    "data-node": (
+        "run a data node (builds the indexes of sealed segments)",
+        "Run a data node: it claims the index builds the coordinator schedules for sealed "
+        "segments, builds them (HNSW) and writes the index files to object storage. Optional: "
+        "with datanode.embedded (the default) the coordinator runs one build worker itself.",
     ),
 }
 
@@ -186,7 +193,7 @@ def _cmd_role(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), end="")
         return 0
-    from cluster.roles import CoordinatorRole, ProxyRole, StreamingRole, serve
+    from cluster.roles import CoordinatorRole, DataNodeRole, ProxyRole, StreamingRole, serve
     from cluster.roles.base import configure_logging
 
     configure_logging(config.log.level, config.log.format, args.role)
@@ -194,6 +201,7 @@ def _cmd_role(args: argparse.Namespace) -> int:
         "coordinator": CoordinatorRole,
         "proxy": ProxyRole,
         "streaming-node": StreamingRole,
+        "data-node": DataNodeRole,
     }[args.role]
     try:
         role = factory(config)

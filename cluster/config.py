@@ -1,9 +1,9 @@
 """The configuration of a distributed Canopy deployment: one YAML file shared by every role,
 with environment overrides.
 
-``canopy coordinator|proxy|streaming-node --config canopy.yaml`` reads :class:`CanopyConfig`
-with :func:`load_config`. Every key is documented in ``deploy/canopy.example.yaml`` (a test
-checks that file against these dataclasses, both ways).
+``canopy coordinator|proxy|streaming-node|data-node --config canopy.yaml`` reads
+:class:`CanopyConfig` with :func:`load_config`. Every key is documented in
+``deploy/canopy.example.yaml`` (a test checks that file against these dataclasses, both ways).
 
 Contract:
 
@@ -35,6 +35,7 @@ __all__ = [
     "CanopyConfig",
     "ConfigError",
     "CoordinatorSection",
+    "DataNodeSection",
     "LogSection",
     "ProxySection",
     "StreamingSection",
@@ -79,6 +80,16 @@ class StreamingSection:
 
 
 @dataclass
+class DataNodeSection:
+    embedded: bool = True  # run one index-build worker inside `canopy coordinator`
+    concurrency: int = 1  # index builds at once per data node
+    build_threads: int = 0  # threads per HNSW build; 0 = every core
+    poll_interval: float = 1.0  # seconds an idle worker waits before asking for work again
+    build_lease: float = 30.0  # seconds a build stays with its node without a heartbeat
+    session_ttl: float = 10.0  # `canopy data-node`: seconds without keepalive before it is gone
+
+
+@dataclass
 class LogSection:
     level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
     format: str = "text"  # text or json (one JSON object per line)
@@ -92,6 +103,7 @@ class CanopyConfig:
     coordinator: CoordinatorSection = field(default_factory=CoordinatorSection)
     proxy: ProxySection = field(default_factory=ProxySection)
     streaming: StreamingSection = field(default_factory=StreamingSection)
+    datanode: DataNodeSection = field(default_factory=DataNodeSection)
     wal: WalConfig = field(default_factory=WalConfig)
     log: LogSection = field(default_factory=LogSection)
 
@@ -119,6 +131,14 @@ class CanopyConfig:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {port}")
         if self.streaming.session_ttl <= 0:
             raise ConfigError("streaming.session_ttl must be positive")
+        dn = self.datanode
+        if dn.concurrency < 1 or dn.build_threads < 0:
+            raise ConfigError("datanode.concurrency must be >= 1 and datanode.build_threads >= 0")
+        if min(dn.poll_interval, dn.build_lease, dn.session_ttl) <= 0:
+            raise ConfigError(
+                "datanode.poll_interval, datanode.build_lease and datanode.session_ttl must be "
+                "positive"
+            )
         if self.log.format not in ("text", "json"):
             raise ConfigError(f"log.format must be text or json, got {self.log.format!r}")
         try:

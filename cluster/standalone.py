@@ -1,8 +1,10 @@
 """``canopy standalone``: every role in one process, calling each other in-process.
 
-Coordinator (timestamp oracle + catalog), one streaming node owning every physical channel, and
-the Milvus-API proxy on ``host:port``. Embedded defaults need no external service:
-``file://DATA/objects`` for objects and WAL blocks, ``sqlite:///DATA/meta.db`` for metadata.
+Coordinator (timestamp oracle, catalog, index build scheduler), one streaming node owning every
+physical channel, one index build worker (the data node: builds the indexes of flushed segments
+into ``objects/collections/.../index/``), and the Milvus-API proxy on ``host:port``. Embedded
+defaults need no external service: ``file://DATA/objects`` for objects and WAL blocks,
+``sqlite:///DATA/meta.db`` for metadata.
 ``--object-store s3://...`` and ``--meta etcd://...`` run the same process on real services.
 """
 
@@ -13,11 +15,16 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cluster.coordinator.catalog import Catalog
+from cluster.coordinator.ids import IdAllocator
 from cluster.coordinator.service import LocalCoordinator
+from cluster.coordinator.sessions import NODE_IDS_KEY
+from cluster.datanode.worker import IndexBuildWorker
 from cluster.proxy.routing import StaticRouter
 from cluster.proxy.server import ProxyServer
 from cluster.proxy.servicer import ProxyServicer
@@ -46,6 +53,7 @@ class StandaloneConfig:
     port: int = DEFAULT_PORT
     channels: int = DEFAULT_CHANNELS  # physical channels (WAL logs); fixed at first start
     wal: WalConfig = field(default_factory=WalConfig)
+    index_builds: bool = True  # run the index build worker (the data node)
 
     def object_store_uri(self) -> str:
         return self.object_store or f"file://{Path(self.data_dir).absolute()}/objects"
@@ -56,8 +64,11 @@ class StandaloneConfig:
 
 class Standalone:
     """All roles of a Canopy cluster in one process. ``start()`` returns once the proxy
-    listens; ``stop()`` shuts down in reverse order (proxy, streaming node, coordinator,
-    storage) so acknowledged writes are durable and segments are completed."""
+    listens; ``stop()`` shuts down in reverse order (proxy, index build worker, streaming node,
+    coordinator, storage) so acknowledged writes are durable and segments are completed.
+
+    Being the only build worker, it gives builds left ``building`` by an earlier process back
+    at start instead of waiting for their leases."""
 
     def __init__(self, config: StandaloneConfig, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -67,6 +78,7 @@ class Standalone:
         self.log_store: LogStore | None = None
         self.coordinator: LocalCoordinator | None = None
         self.node: StreamingNode | None = None
+        self.worker: IndexBuildWorker | None = None
         self.server: ProxyServer | None = None
 
     @property
@@ -85,7 +97,9 @@ class Standalone:
             self.log_store = await LogStore.open(self.objects, self.meta, cfg.wal, clock=self.clock)
             self.log_store.start_auditor()
             catalog = Catalog(self.meta, num_physical_channels=cfg.channels)
-            self.coordinator = LocalCoordinator(self.meta, self.clock, catalog=catalog)
+            self.coordinator = LocalCoordinator(
+                self.meta, self.clock, catalog=catalog, schedule_index_builds=cfg.index_builds
+            )
             settings = await catalog.start()
             await self.coordinator.start()
             channels = [settings.pchannel(i) for i in range(settings.num_physical_channels)]
@@ -98,6 +112,8 @@ class Standalone:
                 clock=self.clock,
             )
             await self.node.start()
+            if cfg.index_builds:
+                await self._start_worker()
             servicer = ProxyServicer(self.coordinator, catalog, StaticRouter(self.node), self.clock)
             self.server = ProxyServer(servicer, cfg.host, cfg.port)
             await self.server.start()
@@ -112,9 +128,25 @@ class Standalone:
             len(channels),
         )
 
+    async def _start_worker(self) -> None:
+        assert self.meta is not None and self.objects is not None and self.coordinator
+        node_id = await IdAllocator(self.meta, NODE_IDS_KEY, batch=1).allocate()
+        released = await self.coordinator.index_builds.release_all(except_node=node_id)
+        if released:
+            log.info("gave back %d index builds of an earlier run", released)
+        self.worker = IndexBuildWorker(
+            self.coordinator,
+            Retrying(self.objects, clock=self.clock),
+            node_id,
+            clock=self.clock,
+        )
+        await self.worker.start()
+
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(grace=5.0)
+        if self.worker is not None:
+            await self.worker.close()
         if self.node is not None:
             await self.node.close()
         if self.coordinator is not None:
@@ -127,21 +159,37 @@ class Standalone:
                     await closable.close()
 
     async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM (or the streaming node fails), then stop cleanly."""
+        """Run until SIGINT/SIGTERM (or the streaming node, the build scheduler or the build
+        worker fails), then stop cleanly."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        assert self.node is not None
-        node_failed = asyncio.ensure_future(self.node.wait())
+        assert self.node is not None and self.coordinator is not None
+        parts = [self.node.wait(), self.coordinator.wait()]
+        if self.worker is not None:
+            parts.append(self.worker.wait())
+        failed = asyncio.ensure_future(_first_failure(parts))
         stopped = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait({node_failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
             log.info("canopy standalone stopping")
             await self.stop()
-        if node_failed.done() and not node_failed.cancelled() and node_failed.exception():
-            raise node_failed.exception()  # type: ignore[misc]
-        node_failed.cancel()
+        if failed.done() and not failed.cancelled() and failed.exception():
+            raise failed.exception()  # type: ignore[misc]
+        failed.cancel()
+
+
+async def _first_failure(waits: list[Coroutine[Any, Any, None]]) -> None:
+    """Until the first of ``waits`` ends (raising its error); cancels the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -16,8 +16,11 @@ Contract:
   returns once every proxy reports healthy (CheckHealth: the catalog answers and every physical
   channel has a live streaming node). On failure it stops what it started and raises
   :class:`~integration.processes.ServiceError` with the failing role's log tail.
-- Nodes are named ``coordinator``, ``proxy-0..``, ``streaming-0..``. Each keeps its ports across
-  restarts, so :attr:`uri` stays valid. :meth:`kill` is a SIGKILL of the node's process group,
+- Nodes are named ``coordinator``, ``proxy-0..``, ``streaming-0..`` and ``data-0..``
+  (``data_nodes``, default 0: the coordinator's embedded worker builds the indexes; with data
+  nodes the config sets ``datanode.embedded: false``). Each keeps its ports across restarts, so
+  :attr:`uri` stays valid; a data node listens on none (it counts as started once it logs that
+  it builds). :meth:`kill` is a SIGKILL of the node's process group,
   :meth:`stop_node` a SIGTERM (clean shutdown) and :meth:`start_node` starts a stopped or killed
   node again; :meth:`restart` is both. ``stop()`` stops every node, then the services it started.
 - Logs: ``work_dir/logs/<node>.log`` (roles) and the services' own logs under ``work_dir``.
@@ -54,6 +57,7 @@ __all__ = ["LocalCluster", "NodeProcess"]
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 90.0
+DATA_NODE_STARTED = "building indexes"  # DataNodeRole's start line
 
 
 @dataclass
@@ -86,6 +90,7 @@ class LocalCluster:
         *,
         proxies: int = 2,
         streaming_nodes: int = 2,
+        data_nodes: int = 0,
         channels: int = 4,
         work_dir: Path | str | None = None,
         etcd: EtcdService | None = None,
@@ -95,10 +100,13 @@ class LocalCluster:
         config: dict[str, Any] | None = None,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
-        if proxies < 1 or streaming_nodes < 1 or channels < 1:
-            raise ValueError("a cluster needs at least one proxy, streaming node and channel")
+        if proxies < 1 or streaming_nodes < 1 or channels < 1 or data_nodes < 0:
+            raise ValueError(
+                "a cluster needs at least one proxy, streaming node and channel (data nodes >= 0)"
+            )
         self.proxies = proxies
         self.streaming_nodes = streaming_nodes
+        self.data_nodes = data_nodes
         self.channels = channels
         self.session_ttl = session_ttl
         self.log_level = log_level
@@ -163,7 +171,7 @@ class LocalCluster:
             self.start_node("coordinator")
             for name in self.names("streaming"):
                 self.start_node(name, wait=False)
-            for name in self.names("proxy"):
+            for name in self.names("proxy") + self.names("data"):
                 self.start_node(name, wait=False)
             self.wait_ready()
         except BaseException:
@@ -173,7 +181,12 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every node (proxies first), then the services this cluster started."""
-        order = self.names("proxy") + self.names("streaming") + self.names("coordinator")
+        order = (
+            self.names("proxy")
+            + self.names("data")
+            + self.names("streaming")
+            + self.names("coordinator")
+        )
         for name in order:
             with contextlib.suppress(Exception):
                 self.stop_node(name)
@@ -205,6 +218,8 @@ class LocalCluster:
             "streaming": {"host": LOOPBACK, "session_ttl": self.session_ttl},
             "log": {"level": self.log_level},
         }
+        if self.data_nodes:
+            config["datanode"] = {"embedded": False}
         for section, values in self.extra_config.items():
             if isinstance(values, dict):
                 config.setdefault(section, {}).update(values)
@@ -238,6 +253,10 @@ class LocalCluster:
             self.nodes[f"proxy-{i}"] = NodeProcess(
                 f"proxy-{i}", "proxy", port, env, logs / f"proxy-{i}.log"
             )
+        for i in range(self.data_nodes):
+            self.nodes[f"data-{i}"] = NodeProcess(
+                f"data-{i}", "data", 0, base_env, logs / f"data-{i}.log"
+            )
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -252,7 +271,7 @@ class LocalCluster:
         node = self.node(name)
         if node.running:
             return
-        command = {"streaming": "streaming-node"}.get(node.role, node.role)
+        command = {"streaming": "streaming-node", "data": "data-node"}.get(node.role, node.role)
         argv = [sys.executable, "-m", "cluster", command, "--config", str(self.config_path)]
         node.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(node.log_path, "ab") as f:
@@ -286,6 +305,11 @@ class LocalCluster:
         deadline = time.monotonic() + (timeout or self.start_timeout)
         while time.monotonic() < deadline:
             self._check_alive(node)
+            if node.role == "data":  # no port: started once it says so (after its session)
+                if DATA_NODE_STARTED in _since_last_start(node.log_path):
+                    return
+                time.sleep(0.05)
+                continue
             with contextlib.suppress(OSError):
                 with socket.create_connection((LOOPBACK, node.port), timeout=0.5):
                     return
@@ -341,3 +365,12 @@ class LocalCluster:
             f"the cluster did not become ready: {'; '.join(last)}\n"
             + "\n".join(f"{n.name}: {n.log_path}" for n in self.nodes.values())
         )
+
+
+def _since_last_start(path: Path) -> str:
+    """The node's log after the last ``--- start`` marker :meth:`LocalCluster.start_node` wrote."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text.rsplit("--- start ", 1)[-1]

@@ -13,20 +13,41 @@ Contract of :class:`LocalCoordinator`:
 - ``describe_collection_by_id`` reads the :class:`~cluster.coordinator.catalog.Catalog`.
 - The **segment registry** holds one key per sealed segment,
   ``segments/{collection_id:020d}/{segment_id:020d}`` (JSON :class:`SegmentRecord`).
-  ``report_flushed_segment`` creates it if absent (a create-if-absent CAS), so a streaming node
-  that re-reports after a crash changes nothing; ``list_segments`` is one range read.
+  ``report_flushed_segment`` creates it if absent (a create-if-absent CAS, stamped with a TSO
+  timestamp ``flushed_ts``), so a streaming node that re-reports after a crash changes nothing;
+  then it creates the segment's index build records (one per index of the collection, if absent).
+  ``list_segments`` is one range read.
+- **Index builds** (``index_builds.py``, ``index_scheduler.py``): ``claim_index_build``,
+  ``heartbeat_index_build``, ``finish_index_build``, ``fail_index_build``,
+  ``release_index_build`` and ``wait_for_index_builds`` make the coordinator a worker's
+  ``BuildSource`` (``cluster/datanode/worker.py``); ``index_build_progress`` answers the proxy's
+  DescribeIndex. With ``schedule_index_builds=True`` ``start()`` also runs the build queue and
+  the scheduler (records follow index and collection DDL, leases expire); ``wait()`` raises if
+  either fails. Without it, claims read ``index_builds/`` directly and records appear only for
+  segments registered here.
 
 Keys: ``cluster/coordinator/META.md`` ("Coordinator service").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass
 
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.ids import IdAllocator
+from cluster.coordinator.index_builds import (
+    BuildOutcome,
+    BuildPolicy,
+    BuildResult,
+    BuildTask,
+    IndexBuildProgress,
+    IndexBuilds,
+    IndexProgressSource,
+)
+from cluster.coordinator.index_scheduler import BuildQueue, IndexBuildScheduler
 from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.tso import TimestampOracle
 from cluster.interfaces import SegmentInfo
@@ -69,6 +90,7 @@ class SegmentRecord:
     rows: int
     state: str = "flushed"
     reported_at: float = 0.0
+    flushed_ts: int = 0  # TSO timestamp of the first report (0 in records from before it existed)
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -84,6 +106,7 @@ class SegmentRecord:
             rows=int(raw["rows"]),
             state=str(raw.get("state", "flushed")),
             reported_at=float(raw.get("reported_at", 0.0)),
+            flushed_ts=int(raw.get("flushed_ts", 0)),
         )
 
     def info(self) -> SegmentInfo:
@@ -97,12 +120,13 @@ class SegmentRecord:
         )
 
 
-class LocalCoordinator:
+class LocalCoordinator(IndexProgressSource):
     """A :class:`~cluster.interfaces.CoordinatorService` over a MetaStore.
 
     ``await start()`` (or ``async with``) starts the timestamp oracle and the catalog (unless
-    ready-made ones are passed in, which the caller then starts and closes); ``close()`` stops
-    what it started. Safe to call from many tasks at once."""
+    ready-made ones are passed in, which the caller then starts and closes) and, with
+    ``schedule_index_builds``, the index build queue and scheduler; ``close()`` stops what it
+    started. Safe to call from many tasks at once."""
 
     def __init__(
         self,
@@ -112,6 +136,8 @@ class LocalCoordinator:
         catalog: Catalog | None = None,
         tso: TimestampOracle | None = None,
         id_batch: int = DEFAULT_ID_BATCH,
+        build_policy: BuildPolicy | None = None,
+        schedule_index_builds: bool = False,
     ) -> None:
         self.meta = meta
         self.clock: Clock = clock or RealClock()
@@ -120,6 +146,10 @@ class LocalCoordinator:
         self.catalog = catalog or Catalog(meta)
         self.tso = tso or TimestampOracle(meta, self.clock)
         self._ids = IdAllocator(meta, IDS_KEY, batch=id_batch)
+        self.index_builds = IndexBuilds(meta, self.clock, build_policy)
+        self._schedule = schedule_index_builds
+        self.build_queue: BuildQueue | None = None
+        self.build_scheduler: IndexBuildScheduler | None = None
         self._started = False
 
     async def start(self) -> None:
@@ -129,12 +159,35 @@ class LocalCoordinator:
             await self.tso.start()
         if self._owns_catalog:
             await self.catalog.start()
+        if self._schedule:
+            self.build_queue = BuildQueue(self.index_builds)
+            await self.build_queue.start()
+            self.build_scheduler = IndexBuildScheduler(self.index_builds, self.build_queue)
+            await self.build_scheduler.start()
         self._started = True
 
     async def close(self) -> None:
+        for part in (self.build_scheduler, self.build_queue):
+            if part is not None:
+                await part.close()
         if self._owns_tso and self._started:
             await self.tso.close()
         self._started = False
+
+    async def wait(self) -> None:
+        """Until the build queue or scheduler fails (raising its error) or they are closed;
+        forever without them."""
+        parts = [p.wait() for p in (self.build_queue, self.build_scheduler) if p is not None]
+        if not parts:
+            await asyncio.Event().wait()
+        tasks = [asyncio.ensure_future(p) for p in parts]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def __aenter__(self) -> LocalCoordinator:
         await self.start()
@@ -158,7 +211,14 @@ class LocalCoordinator:
         self, collection_id: int, partition_id: int, segment_id: int, vchannel: str, rows: int
     ) -> None:
         record = SegmentRecord(
-            collection_id, partition_id, segment_id, vchannel, rows, "flushed", self.clock.now()
+            collection_id,
+            partition_id,
+            segment_id,
+            vchannel,
+            rows,
+            "flushed",
+            self.clock.now(),
+            await self.tso.allocate(),
         )
         key = segment_key(collection_id, segment_id)
         if not await self.meta.cas(key, record.encode(), expected_version=0):
@@ -174,6 +234,10 @@ class LocalCoordinator:
                         record,
                         old,
                     )
+                record = old
+        await self.index_builds.sync_segment(
+            collection_id, record.partition_id, segment_id, record.rows, record.flushed_ts
+        )
 
     async def list_segments(self, collection_id: int) -> list[SegmentInfo]:
         kvs = await self.meta.range(segments_prefix(collection_id))
@@ -184,3 +248,36 @@ class LocalCoordinator:
     async def get_segment(self, collection_id: int, segment_id: int) -> SegmentInfo | None:
         kv = await self.meta.get(segment_key(collection_id, segment_id))
         return SegmentRecord.decode(kv.value).info() if kv is not None else None
+
+    # --- index builds (the worker's BuildSource, and progress for the proxy) -------------------
+
+    async def claim_index_build(self, node_id: int) -> BuildTask | None:
+        if self.build_queue is not None:
+            return await self.build_queue.claim_index_build(node_id)
+        return await self.index_builds.claim(node_id)
+
+    async def heartbeat_index_build(self, task: BuildTask, progress: float) -> BuildOutcome:
+        return await self.index_builds.heartbeat(task, progress)
+
+    async def finish_index_build(self, task: BuildTask, result: BuildResult) -> BuildOutcome:
+        return await self.index_builds.finish(task, result)
+
+    async def fail_index_build(self, task: BuildTask, error: str, retryable: bool) -> BuildOutcome:
+        return await self.index_builds.fail(task, error, retryable)
+
+    async def release_index_build(self, task: BuildTask) -> BuildOutcome:
+        return await self.index_builds.release(task)
+
+    async def wait_for_index_builds(self, within: float) -> None:
+        if self.build_queue is not None:
+            await self.build_queue.wait_for_index_builds(within)
+        else:
+            await self.clock.sleep(within)
+
+    async def index_build_progress(
+        self, collection_id: int, index_id: int, as_of_ts: int = 0
+    ) -> IndexBuildProgress:
+        """Rows indexed, total and pending over the collection's flushed segments, and the
+        state as of ``as_of_ts`` (segments registered later build in the background): see
+        :func:`~cluster.coordinator.index_builds.summarize`."""
+        return await self.index_builds.progress(collection_id, index_id, as_of_ts)

@@ -8,11 +8,19 @@ records) with plain arguments, so the catalog can be remote.
 
 What is true today, and answered as such:
 
-- Index builds do not exist yet: an index is a definition. DescribeIndex reports
-  ``state=Finished`` (the definition is complete; pymilvus polls for it), ``total_rows`` = rows
-  of the collection's registered flushed segments (``coordinator.list_segments``),
-  ``indexed_rows=0`` and ``pending_index_rows=total_rows`` (no segment has index files).
-  GetIndexBuildProgress answers the same counts, GetIndexState ``Finished``.
+- Index builds: with a coordinator that tracks them (an
+  :class:`~cluster.coordinator.index_builds.IndexProgressSource`, i.e. ``LocalCoordinator`` in
+  ``canopy standalone``) DescribeIndex reports Milvus's numbers: ``total_rows`` = rows of the
+  collection's flushed segments, ``indexed_rows`` = rows of segments whose build finished,
+  ``pending_index_rows`` the rest, and the state as of the request's ``timestamp`` (else the
+  index's create timestamp): ``Failed`` (with ``index_state_fail_reason``) if a build failed for
+  good, ``InProgress`` while a segment registered by then is not built, else ``Finished``.
+  pymilvus' ``create_index`` polls DescribeIndex with a timestamp taken after the CreateIndex,
+  so it returns once the segments flushed before are indexed; on an empty collection at once
+  (segments flushed later build in the background, ``pending_index_rows > 0`` meanwhile).
+  GetIndexState and GetIndexBuildProgress use the index's create timestamp (as Milvus).
+  Over the gRPC coordinator client (the distributed proxy) progress is not reachable yet: an
+  index then reports ``Finished``, ``indexed_rows=0``, ``pending_index_rows=total_rows``.
 - Query nodes do not exist yet: a load is a catalog record, complete when written, so
   GetLoadingProgress answers 100 and GetLoadState ``Loaded`` at once; nothing is in memory.
 
@@ -38,6 +46,11 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.errors import IndexNotFound
+from cluster.coordinator.index_builds import (
+    IndexBuildProgress,
+    IndexProgressSource,
+    ProgressState,
+)
 from cluster.coordinator.records import INDEX_TYPE_KEY, METRIC_TYPE_KEY, IndexInfo, LoadState
 from cluster.interfaces import CoordinatorService
 from cluster.milvus.status import (
@@ -52,6 +65,11 @@ __all__ = ["IndexHandlers"]
 LOADED = common_pb2.LoadState.LoadStateLoaded
 NOT_LOAD = common_pb2.LoadState.LoadStateNotLoad
 FINISHED = common_pb2.IndexState.Finished
+INDEX_STATES = {
+    ProgressState.FINISHED: FINISHED,
+    ProgressState.IN_PROGRESS: common_pb2.IndexState.InProgress,
+    ProgressState.FAILED: common_pb2.IndexState.Failed,
+}
 
 
 def _pairs(info: IndexInfo) -> list[common_pb2.KeyValuePair]:
@@ -75,8 +93,15 @@ class IndexHandlers:
         self.coordinator = coordinator
         self.catalog = catalog
 
-    async def _total_rows(self, collection_id: int) -> int:
-        return sum(s.rows for s in await self.coordinator.list_segments(collection_id))
+    async def _progress(self, info: IndexInfo, as_of_ts: int = 0) -> IndexBuildProgress:
+        """The index's build progress as of ``as_of_ts`` (default: its create timestamp)."""
+        if isinstance(self.coordinator, IndexProgressSource):
+            return await self.coordinator.index_build_progress(
+                info.collection_id, info.index_id, as_of_ts or info.create_ts
+            )
+        segments = await self.coordinator.list_segments(info.collection_id)
+        total = sum(s.rows for s in segments)
+        return IndexBuildProgress(0, total, total, ProgressState.FINISHED)
 
     async def _index(self, db: str, collection: str, index_name: str, field_name: str) -> IndexInfo:
         """The index a request names: by name, else by field, else the only one."""
@@ -112,23 +137,23 @@ class IndexHandlers:
                 infos = [i for i in infos if i.field_name == req.field_name]
             if not infos:
                 raise IndexNotFound(collection=req.collection_name)
-        total = await self._total_rows(infos[0].collection_id)
-        return milvus_pb2.DescribeIndexResponse(
-            status=ok_status(),
-            index_descriptions=[
+        descriptions = []
+        for i in infos:
+            p = await self._progress(i, req.timestamp)
+            descriptions.append(
                 milvus_pb2.IndexDescription(
                     index_name=i.index_name,
                     indexID=i.index_id,
                     params=_pairs(i),
                     field_name=i.field_name,
-                    indexed_rows=0,
-                    total_rows=total,
-                    pending_index_rows=total,
-                    state=FINISHED,
+                    indexed_rows=p.indexed_rows,
+                    total_rows=p.total_rows,
+                    pending_index_rows=p.pending_rows,
+                    state=INDEX_STATES[p.state],
+                    index_state_fail_reason=p.fail_reason,
                 )
-                for i in infos
-            ],
-        )
+            )
+        return milvus_pb2.DescribeIndexResponse(status=ok_status(), index_descriptions=descriptions)
 
     async def drop_index(self, req: milvus_pb2.DropIndexRequest, db: str) -> common_pb2.Status:
         try:
@@ -141,16 +166,19 @@ class IndexHandlers:
     async def get_index_state(
         self, req: milvus_pb2.GetIndexStateRequest, db: str
     ) -> milvus_pb2.GetIndexStateResponse:
-        await self._index(db, req.collection_name, req.index_name, req.field_name)
-        return milvus_pb2.GetIndexStateResponse(status=ok_status(), state=FINISHED)
+        info = await self._index(db, req.collection_name, req.index_name, req.field_name)
+        p = await self._progress(info)
+        return milvus_pb2.GetIndexStateResponse(
+            status=ok_status(), state=INDEX_STATES[p.state], fail_reason=p.fail_reason
+        )
 
     async def get_index_build_progress(
         self, req: milvus_pb2.GetIndexBuildProgressRequest, db: str
     ) -> milvus_pb2.GetIndexBuildProgressResponse:
         info = await self._index(db, req.collection_name, req.index_name, req.field_name)
-        total = await self._total_rows(info.collection_id)
+        p = await self._progress(info)
         return milvus_pb2.GetIndexBuildProgressResponse(
-            status=ok_status(), indexed_rows=0, total_rows=total
+            status=ok_status(), indexed_rows=p.indexed_rows, total_rows=p.total_rows
         )
 
     # --- load ----------------------------------------------------------------------------------

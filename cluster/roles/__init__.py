@@ -1,5 +1,5 @@
 """One role of a distributed Canopy deployment per process: ``canopy coordinator``,
-``canopy proxy``, ``canopy streaming-node``.
+``canopy proxy``, ``canopy streaming-node``, ``canopy data-node``.
 
 Each role is a :class:`~cluster.roles.base.Role`: ``start()`` returns once it serves,
 ``wait()`` returns (or raises) when it fails, ``stop()`` shuts it down in reverse order.
@@ -10,7 +10,8 @@ store (discovery).
 
 from cluster.roles.base import Role, serve
 from cluster.roles.coordinator import CoordinatorRole
+from cluster.roles.datanode import DataNodeRole
 from cluster.roles.proxy import ProxyRole
 from cluster.roles.streaming import StreamingRole
 
-__all__ = ["CoordinatorRole", "ProxyRole", "Role", "StreamingRole", "serve"]
+__all__ = ["CoordinatorRole", "DataNodeRole", "ProxyRole", "Role", "StreamingRole", "serve"]

@@ -1,5 +1,6 @@
-"""``canopy coordinator``: the timestamp oracle, the catalog, the segment registry and the
-channel manager, served over gRPC (:mod:`cluster.rpc.coordinator`).
+"""``canopy coordinator``: the timestamp oracle, the catalog, the segment registry, the channel
+manager and the index build scheduler, served over gRPC (:mod:`cluster.rpc.coordinator`); with
+``datanode.embedded`` (the default) also one index build worker (``cluster/roles/datanode.py``).
 
 Run one coordinator per cluster. A second one fences the first (its oracle and its channel
 manager stop with a fencing error, and the process exits non-zero), so a restarted or replaced
@@ -16,6 +17,7 @@ from cluster.coordinator.channel_manager import ChannelManager
 from cluster.coordinator.service import LocalCoordinator
 from cluster.coordinator.sessions import SessionRegistry
 from cluster.roles.base import Role
+from cluster.roles.datanode import build_policy, start_embedded_worker
 from cluster.rpc.coordinator import CoordinatorServicer
 from cluster.rpc.server import RpcServer
 from woodpecker.clock import Clock, RealClock
@@ -29,7 +31,7 @@ class CoordinatorRole(Role):
 
     def __init__(self, config: CanopyConfig, *, clock: Clock | None = None) -> None:
         super().__init__()
-        config.check(needs_objects=False)
+        config.check(needs_objects=config.datanode.embedded)
         self.config = config
         self.clock = clock or RealClock()
         self.server: RpcServer | None = None
@@ -46,9 +48,16 @@ class CoordinatorRole(Role):
         self.on_stop("meta store", meta.close)
         catalog = Catalog(meta, num_physical_channels=cfg.channels)
         settings = await catalog.start()
-        coordinator = LocalCoordinator(meta, self.clock, catalog=catalog)
+        coordinator = LocalCoordinator(
+            meta,
+            self.clock,
+            catalog=catalog,
+            build_policy=build_policy(cfg),
+            schedule_index_builds=True,
+        )
         await coordinator.start()
-        self.on_stop("timestamp oracle", coordinator.close)
+        self.on_stop("timestamp oracle and index build scheduler", coordinator.close)
+        self.supervise("the index build scheduler", coordinator.wait())
         self.manager = ChannelManager(
             meta,
             SessionRegistry(meta, self.clock),
@@ -65,6 +74,8 @@ class CoordinatorRole(Role):
         )
         await self.server.start()
         self.on_stop("gRPC server", self.server.stop)
+        if cfg.datanode.embedded:
+            await start_embedded_worker(self, cfg, coordinator, meta, self.clock)
         log.info(
             "coordinator serving on %s (meta %s, %d channels)",
             self.server.address,

@@ -1,18 +1,24 @@
 """The official pymilvus ``MilvusClient`` against the Canopy proxy: indexes and load state.
 
-Same setup as ``test_pymilvus_ddl.py`` (its :class:`BackgroundProxy`: a real ``grpc.aio`` server
-in a background thread over a memory catalog and an in-memory streaming node). Index builds and
-query nodes do not exist yet: indexes and loads are catalog metadata, which is what quick setup
-(``create_collection(name, dimension=d)``) needs to complete.
+Most tests use the setup of ``test_pymilvus_ddl.py`` (its :class:`BackgroundProxy`: a real
+``grpc.aio`` server in a background thread over a memory catalog and an in-memory streaming
+node, without index builds): indexes and loads as catalog metadata, which is what quick setup
+(``create_collection(name, dimension=d)``) needs to complete. The last test runs a real
+``canopy standalone`` process, whose data node builds HNSW indexes of flushed segments.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient, MilvusException
 from pymilvus.client.types import LoadState
+from standalone_process import StandaloneProcess
 from test_pymilvus_ddl import BackgroundProxy
 
 
@@ -135,3 +141,47 @@ def test_index_errors(client: MilvusClient) -> None:
     assert err.value.code == 100
     client.drop_collection("e")
     assert client.list_collections() == []
+
+
+def test_standalone_builds_hnsw_for_flushed_segments(tmp_path: Path) -> None:
+    """20,000 rows of 128-d, flush, HNSW: ``create_index`` waits until the data node indexed
+    the flushed segments, DescribeIndex then counts every row as indexed, and the graph files
+    are in the data directory."""
+    n, dim = 20_000, 128
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((n, dim), dtype=np.float32)
+    with StandaloneProcess(tmp_path / "data") as proc:
+        client = MilvusClient(uri=proc.uri)
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.INT64, is_primary=True)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
+        client.create_collection("big", schema=schema)
+        cid = client.describe_collection("big")["collection_id"]
+        for start in range(0, n, 5000):
+            rows = [{"pk": i, "vec": vectors[i].tolist()} for i in range(start, start + 5000)]
+            assert client.insert("big", rows)["insert_count"] == 5000
+        client.flush("big")
+        params = client.prepare_index_params()
+        params.add_index("vec", index_type="HNSW", metric_type="L2", M=16, efConstruction=200)
+        started = time.monotonic()
+        client.create_index("big", params)  # returns once DescribeIndex says Finished
+        waited = time.monotonic() - started
+        index = client.describe_index("big", "vec")
+        assert index is not None
+        assert (index["state"], index["total_rows"]) == ("Finished", n)
+        assert (index["indexed_rows"], index["pending_index_rows"]) == (n, 0)
+        client.close()
+        manifests = sorted(
+            (proc.data_dir / "objects" / "collections" / str(cid)).rglob("index.json")
+        )
+        docs = [json.loads(m.read_text()) for m in manifests]
+        assert docs and sum(d["rows"] for d in docs) == n
+        for manifest, doc in zip(manifests, docs, strict=True):
+            assert (doc["index_type"], doc["dim"], doc["build_params"]["M"]) == ("HNSW", dim, 16)
+            (graph,) = doc["files"]
+            assert (manifest.parent / graph["path"]).stat().st_size == graph["size"]
+        built = sum(d["build_seconds"] for d in docs)
+        print(
+            f"\n{n} x {dim}-d rows in {len(docs)} segment(s): HNSW M16/efC200 build "
+            f"{built:.1f} s (sum of build_seconds), create_index waited {waited:.1f} s"
+        )
