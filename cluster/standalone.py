@@ -28,6 +28,7 @@ from cluster.datanode.worker import IndexBuildWorker
 from cluster.proxy.routing import StaticRouter
 from cluster.proxy.server import ProxyServer
 from cluster.proxy.servicer import ProxyServicer
+from cluster.streaming.config import StreamingConfig
 from cluster.streaming.node import StreamingNode
 from woodpecker import LogStore, WalConfig
 from woodpecker.clock import Clock, RealClock
@@ -57,6 +58,10 @@ class StandaloneConfig:
 
     def object_store_uri(self) -> str:
         return self.object_store or f"file://{Path(self.data_dir).absolute()}/objects"
+
+    def cache_dir(self) -> str:
+        """Where sealed segments read back for search are cached (always under data_dir)."""
+        return f"{Path(self.data_dir).absolute()}/cache"
 
     def meta_uri(self) -> str:
         return self.meta or f"sqlite:///{Path(self.data_dir).absolute()}/meta.db"
@@ -89,8 +94,7 @@ class Standalone:
 
     async def start(self) -> None:
         cfg = self.config
-        if not cfg.object_store or not cfg.meta:
-            os.makedirs(cfg.data_dir, exist_ok=True)
+        os.makedirs(cfg.data_dir, exist_ok=True)  # embedded stores and the read cache
         try:
             self.objects = open_object_store(cfg.object_store_uri())
             self.meta = open_meta_store(cfg.meta_uri(), clock=self.clock)
@@ -110,6 +114,8 @@ class Standalone:
                 channels=channels,
                 meta=self.meta,
                 clock=self.clock,
+                # sealed segments read back for search are cached beside the data
+                config=StreamingConfig(sealed_cache_dir=cfg.cache_dir()),
             )
             await self.node.start()
             if cfg.index_builds:

@@ -280,8 +280,8 @@ MILVUS_SCALAR_INDEX_TYPES = frozenset(
 
 
 class IndexState(enum.StrEnum):
-    """``finished``: the definition is complete. Index builds do not exist yet, so there is no
-    ``building`` state; when they arrive, per-segment build records will carry progress."""
+    """``finished``: the definition is complete. Build progress lives in the per-segment build
+    records (``cluster/coordinator/index_builds.py``), not here."""
 
     FINISHED = "finished"
 
