@@ -151,6 +151,11 @@ class SealedSegment:
         else:
             self._graphs[im.field_name] = graph
 
+    def drop_index(self, field: str) -> None:
+        """Stop using the index of ``field`` (searches of it are exact again)."""
+        self._indexes.pop(field, None)
+        self._graphs.pop(field, None)
+
     # --- columns ---------------------------------------------------------------------------
 
     async def _ensure(self, columns: Iterable[str]) -> None:
@@ -262,11 +267,13 @@ class SealedSegment:
         mask: np.ndarray | None = None,
         visible_ts: int | None = None,
         strategy: Strategy | None = None,
+        exact_on_other_metric: bool = False,
     ) -> SearchResult:
         """Top-``k`` rows per query among those visible at ``visible_ts`` and selected by
         ``mask`` (bool per row). ``ef`` (default 64, at least ``k``) is HNSW's search width;
         ``strategy`` forces one (tests, benchmarks). A metric other than the index's raises
-        ``InvalidArgument``, as in Milvus."""
+        ``InvalidArgument``, as in Milvus, unless ``exact_on_other_metric`` (then the index is
+        ignored and the search is exact)."""
         metric = Metric.parse(metric)
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
@@ -278,6 +285,8 @@ class SealedSegment:
         if field not in self.manifest.column_names:
             raise InvalidArgument(f"segment {self.segment_id} has no field {field!r}")
         im = self._indexes.get(field)
+        if im is not None and im.metric_type != metric and exact_on_other_metric:
+            im = None
         if im is not None and im.metric_type != metric:
             raise InvalidArgument(
                 f"metric type not match: index of {field!r} is {im.metric_type}, not {metric}"
@@ -293,7 +302,7 @@ class SealedSegment:
                 np.empty((nq, 0), np.int64), np.empty((nq, 0), np.float32), Strategy.EXACT
             )
         ef = max(ef or plan.DEFAULT_EF, k_eff)
-        graph = self._graphs.get(field)
+        graph = self._graphs.get(field) if im is not None else None
         chosen = strategy or plan.choose(self.rows, candidates, nq, ef, has_graph=graph is not None)
         if chosen is not Strategy.EXACT and graph is None:
             raise InvalidArgument(f"field {field!r} of segment {self.segment_id} has no HNSW index")

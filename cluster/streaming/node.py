@@ -491,10 +491,12 @@ class StreamingNode:
             hits = await asyncio.to_thread(search_segments, *args)
         else:
             hits = search_segments(*args)
-        sealed = await self._sealed_segments(snaps, request.partition_ids)
+        sealed = await self._sealed_segments(snaps, request.partition_ids, request.anns_field)
         if sealed:
             pk = schema.primary_field.name
-            parts = await search_sealed(sealed, request, queries, plan, visible_ts, pk, stored)
+            parts = await search_sealed(
+                sealed, request, queries, plan, visible_ts, pk, stored, self.sealed.strategies
+            )
             if parts:
                 hits = reduce_search([hits, *parts], len(queries), request.metric, request.k)
         return GrowingSearchResult(hits, visible_ts)
@@ -592,12 +594,15 @@ class StreamingNode:
         return [SealedReader.snapshot(collection_id, v, owner.mem) for owner, v in owners]
 
     async def _sealed_segments(
-        self, snaps: list[SealedSnapshot], partition_ids: Sequence[int] | None
+        self,
+        snaps: list[SealedSnapshot],
+        partition_ids: Sequence[int] | None,
+        index_field: str | None = None,
     ) -> list[SealedSegment]:
         pids = None if partition_ids is None else list(partition_ids)
         out: list[SealedSegment] = []
         for snap in snaps:
-            out.extend(await self.sealed.segments(snap, pids))
+            out.extend(await self.sealed.segments(snap, pids, field=index_field))
         return out
 
     @staticmethod

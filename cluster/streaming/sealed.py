@@ -21,15 +21,30 @@ Contract of :class:`SealedReader` (one per streaming node):
   (:attr:`ChannelMemory.deletes`: applied in memory, not yet in the delete logs), snapshotted
   with the generation *before* the manifests are refreshed, so a delete that moves from the
   buffer to a log meanwhile is in one of the two. Both are idempotent and tracked per segment.
+* **Indexes**: each refresh also lists every listed segment's ``index/`` prefix in object
+  storage and reads the ``index/{field_id}/{index_id}/index.json`` manifests it has not read yet
+  (same key and etag: reused). The node cannot see the build records (``index_builds/`` in the
+  meta store) nor the catalog's index list: the :class:`CoordinatorService` protocol has no call
+  for either, and :class:`~cluster.coordinator.records.CollectionInfo` carries no indexes. The
+  manifest stands in for a finished build: a data node writes it last, after the index files,
+  and only for a complete build of exactly the segment's data (its ``source`` is checked again
+  by :meth:`SealedSegment.add_index`). A read of field ``f`` (``segments(..., field=f)``) uses
+  the newest build of ``f`` (largest index id) on each segment, loading its graph through the
+  :class:`LocalCache`; one that disappeared from the listing is dropped (exact again). A graph
+  that fails to load is logged and retried after ``INDEX_RETRY`` seconds; reads meanwhile are
+  exact. :func:`search_sealed` passes the request's ``ef`` and searches exactly when the
+  request's metric is not the index's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,12 +52,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cluster.expr import FilterPlan
+from cluster.index import IndexManifest, read_index_manifest
+from cluster.index.layout import INDEX_MANIFEST_NAME, segment_source
 from cluster.interfaces import CoordinatorService, GrowingQuery, GrowingSearch
 from cluster.query.cache import LocalCache
+from cluster.query.plan import Strategy
 from cluster.query.segment import SealedSegment
 from cluster.results import PartialResult, newest_per_key
 from cluster.storage import (
     STATE_DROPPED,
+    SegmentCorrupt,
     SegmentManifest,
     SegmentNotFound,
     read_deltas,
@@ -60,8 +79,13 @@ __all__ = [
     "SealedSnapshot",
     "count_distinct",
     "query_sealed",
+    "search_ef",
     "search_sealed",
 ]
+
+log = logging.getLogger(__name__)
+
+INDEX_RETRY = 5.0  # seconds before a graph that failed to load is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +112,9 @@ class _Loaded:
     partition_id: int
     logs_applied: int = 0  # prefix of _View.logs applied
     buffered: set[MessageId] = field(default_factory=set)  # buffered deletes applied
+    # per field: (prefix, etag) of the index manifest in use, or of the last failed attempt
+    index_from: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    index_failed_at: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -98,6 +125,8 @@ class _View:
     loaded: dict[int, _Loaded] = field(default_factory=dict)
     logs: list[_DeltaLog] = field(default_factory=list)  # append-only
     seen_logs: set[tuple[int, str]] = field(default_factory=set)
+    indexes: dict[int, tuple[IndexManifest, ...]] = field(default_factory=dict)  # by segment
+    index_manifests: dict[str, IndexManifest] = field(default_factory=dict)  # by object key
     refreshed_at: float | None = None
     mem: ChannelMemory | None = None
     generation: int = -1
@@ -130,6 +159,7 @@ class SealedReader:
         self._cache_lock = asyncio.Lock()
         self._tmp: str | None = None
         self._finalizer: weakref.finalize | None = None
+        self.strategies: Counter[Strategy] = Counter()  # segment searches by strategy
 
     @staticmethod
     def snapshot(collection_id: int, vchannel: str, mem: ChannelMemory) -> SealedSnapshot:
@@ -153,10 +183,15 @@ class SealedReader:
             return self._cache
 
     async def segments(
-        self, snap: SealedSnapshot, partition_ids: Sequence[int] | None
+        self,
+        snap: SealedSnapshot,
+        partition_ids: Sequence[int] | None,
+        *,
+        field: str | None = None,
     ) -> list[SealedSegment]:
         """The loaded sealed segments of the snapshot's vchannel (of ``partition_ids``; None:
-        all), every known delete applied."""
+        all), every known delete applied, and with ``field`` the newest index build of that
+        field attached (see the module docstring)."""
         view = self._views.setdefault((snap.collection_id, snap.vchannel), _View())
         async with view.lock:
             now = self.clock.monotonic()
@@ -181,8 +216,69 @@ class SealedReader:
                     seg = await SealedSegment.load(replace(manifest, delta_files=()), cache)
                     entry = view.loaded[manifest.segment_id] = _Loaded(seg, manifest.partition_id)
                 _apply_deletes(entry, view.logs, snap.deletes)
+                if field is not None:
+                    await self._attach_index(
+                        entry, view.indexes.get(manifest.segment_id, ()), field
+                    )
                 out.append(entry.seg)
             return out
+
+    async def _attach_index(
+        self, entry: _Loaded, builds: Sequence[IndexManifest], field: str
+    ) -> None:
+        """Make ``entry`` use the newest of ``builds`` on ``field`` (none: no index)."""
+        seg = entry.seg
+        want = max(
+            (b for b in builds if b.field_name == field), key=lambda b: b.index_id, default=None
+        )
+        if want is None:
+            if entry.index_from.pop(field, None) is not None:
+                seg.drop_index(field)
+            entry.index_failed_at.pop(field, None)
+            return
+        source = (want.prefix, want.etag)
+        now = self.clock.monotonic()
+        if entry.index_from.get(field) == source:
+            failed_at = entry.index_failed_at.get(field)
+            if failed_at is None or now - failed_at < INDEX_RETRY:
+                return
+        entry.index_from[field] = source
+        try:
+            await seg.add_index(want)
+        except Exception:  # an index only speeds reads up: search exactly meanwhile
+            log.warning(
+                "sealed segment %d: cannot load index %s; searching exactly",
+                seg.segment_id, want.prefix, exc_info=True,
+            )  # fmt: skip
+            seg.drop_index(field)
+            entry.index_failed_at[field] = now
+        else:
+            entry.index_failed_at.pop(field, None)
+
+    async def _list_indexes(self, view: _View, m: SegmentManifest) -> tuple[IndexManifest, ...]:
+        """The index builds under the segment's ``index/`` prefix (manifests read once per
+        key and etag)."""
+        found = []
+        base = m.prefix + "index/"
+        async for info in self.objects.list(base):
+            parts = info.key[len(base) :].split("/")
+            if (
+                len(parts) != 3
+                or parts[2] != INDEX_MANIFEST_NAME
+                or not (parts[0].isdigit() and parts[1].isdigit())
+            ):
+                continue
+            im = view.index_manifests.get(info.key)
+            if im is None or im.etag != info.etag:
+                try:
+                    im = await read_index_manifest(self.objects, m, int(parts[0]), int(parts[1]))
+                except SegmentCorrupt:
+                    log.warning("ignoring unreadable index manifest %s", info.key, exc_info=True)
+                    continue
+                if im is None or im.source != segment_source(m):
+                    continue
+            found.append(im)
+        return tuple(found)
 
     async def _refresh(self, view: _View, snap: SealedSnapshot) -> None:
         """Re-list the vchannel's registered segments, re-read their manifests and load the
@@ -210,7 +306,11 @@ class SealedReader:
             if len(pks):
                 view.logs.append(_DeltaLog(m.partition_id, pks, tss.to_numpy()))
             view.seen_logs.update((m.segment_id, d.path) for d in new)
-        view.manifests = manifests
+        indexes = {sid: await self._list_indexes(view, m) for sid, m in manifests.items()}
+        view.index_manifests = {
+            im.prefix + INDEX_MANIFEST_NAME: im for b in indexes.values() for im in b
+        }
+        view.manifests, view.indexes = manifests, indexes
         for sid in [s for s in view.loaded if s not in manifests]:
             del view.loaded[sid]
 
@@ -297,10 +397,15 @@ async def search_sealed(
     visible_ts: int,
     pk: str,
     stored: pa.Schema,
+    strategies: Counter[Strategy] | None = None,
 ) -> list[PartialResult]:
     """One :class:`PartialResult` per segment with hits: its top ``k`` at ``visible_ts``,
-    with the request's output fields (merge them with :func:`cluster.results.reduce_search`)."""
+    with the request's output fields (merge them with :func:`cluster.results.reduce_search`).
+    A segment with an index of the request's metric on ``anns_field`` searches it with the
+    request's ``ef`` (``params``); otherwise exactly. ``strategies`` counts how each segment
+    was searched."""
     nq = len(queries)
+    ef = search_ef(request.params)
     columns = list(request.output_fields)
     parts = []
     for seg in segments:
@@ -311,8 +416,10 @@ async def search_sealed(
             continue
         result = await seg.search(
             queries, request.anns_field, request.k, request.metric,
-            mask=mask, visible_ts=visible_ts,
+            ef=ef, mask=mask, visible_ts=visible_ts, exact_on_other_metric=True,
         )  # fmt: skip
+        if strategies is not None:
+            strategies[result.strategy] += 1
         k = result.offsets.shape[1]
         if k == 0:
             continue
@@ -328,6 +435,19 @@ async def search_sealed(
             )
         )
     return parts
+
+
+def search_ef(params: Mapping[str, object]) -> int | None:
+    """The ``ef`` of a request's search params (None when absent or not a positive integer:
+    the segment's default then)."""
+    raw = params.get("ef")
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        ef = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return ef if ef > 0 else None
 
 
 async def query_sealed(

@@ -19,16 +19,20 @@ from pymilvus import MilvusClient
 from pymilvus.client.prepare import Prepare
 
 from cluster.coordinator.catalog import Catalog
+from cluster.coordinator.index_builds import BuildOutcome, BuildRecord, BuildState, build_key
 from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.service import LocalCoordinator
+from cluster.datanode import IndexBuildWorker
 from cluster.interfaces import GrowingQuery, GrowingSearch
 from cluster.milvus.columns import arrow_schema
+from cluster.query.plan import Strategy
+from cluster.query.testing import clustered_vectors
 from cluster.schema import from_request_bytes
 from cluster.storage import append_deltas, list_segments
 from cluster.streaming.config import StreamingConfig
 from cluster.streaming.growing import stored_schema
 from cluster.streaming.node import StreamingNode
-from cluster.streaming.sealed import SealedReader, query_sealed
+from cluster.streaming.sealed import SealedReader, query_sealed, search_ef
 from woodpecker import LogStore, WalConfig
 from woodpecker.meta.memory import MemoryMetaStore
 from woodpecker.objectstore import MemoryObjectStore
@@ -284,3 +288,110 @@ async def test_a_new_owner_serves_the_sealed_rows_after_a_takeover(env: Env) -> 
     assert await env.count(second) == 3
     await env.delete(second, [1])
     assert await env.ids(second) == [2, 4]
+
+
+# --- index builds of sealed segments -------------------------------------------------------------
+
+
+async def build_indexes(env: Env, index_id: int) -> list[int]:
+    """Run every pending build with a data node's worker; the built segments' ids."""
+    worker = IndexBuildWorker(env.coordinator, env.objects, 7, root=ROOT)
+    built = []
+    while (task := await env.coordinator.claim_index_build(7)) is not None:
+        assert await worker.run_build(task) is BuildOutcome.OK
+        kv = await env.meta.get(build_key(env.cid, index_id, task.segment_id))
+        assert kv is not None and BuildRecord.decode(kv.value).state is BuildState.FINISHED
+        built.append(task.segment_id)
+    return built
+
+
+def recall(got: list[list[int]], want: list[list[int]]) -> float:
+    return sum(len(set(g) & set(w)) for g, w in zip(got, want, strict=True)) / sum(
+        len(w) for w in want
+    )
+
+
+async def test_a_finished_hnsw_build_is_searched_through_its_graph(env: Env) -> None:
+    index = await env.coordinator.catalog.create_index(
+        "default", "c", "vec", "",
+        {"index_type": "HNSW", "metric_type": "L2", "M": "16", "efConstruction": "100"},
+        create_ts=await env.coordinator.allocate_timestamp(),
+    )  # fmt: skip
+    node = await env.node(sealed_refresh_interval=0.0)
+    n, k = 16_000, 10
+    base, queries = clustered_vectors(n, 20, dim=DIM, clusters=50, seed=3)
+    await env.insert(node, list(range(n)), base)
+    await flushed(env, node)
+    want = exact(base, queries, k)
+    counts = node.sealed.strategies
+    before = await node.search(env.search(queries, k))  # no build yet: exact
+    assert hits_per_query(before.hits) == want
+    assert set(counts) == {Strategy.EXACT}
+
+    assert await build_indexes(env, index.index_id)
+    counts.clear()
+    result = await node.search(env.search(queries, k, params={"ef": 64}))
+    assert counts[Strategy.HNSW] >= 1 and not counts[Strategy.EXACT]
+    assert recall(hits_per_query(result.hits), want) >= 0.9
+    owner = node.owner(env.info.pchannels[0])  # type: ignore[union-attr]
+    snap = SealedReader.snapshot(env.cid, env.vchannel, owner.mem)
+    for seg in await node.sealed.segments(snap, None):
+        assert seg.indexes["vec"].index_id == index.index_id
+
+    # a filter: only matching rows, whichever strategy the plan picks
+    counts.clear()
+    filtered = await node.search(env.search(queries, k, filter="id % 3 == 0"))
+    got = hits_per_query(filtered.hits)
+    assert all(pk % 3 == 0 for hits in got for pk in hits)
+    thirds = np.arange(0, n, 3)
+    assert recall(got, thirds[exact(base[thirds], queries, k)].tolist()) >= 0.9
+    assert all(len(hits) == k for hits in got)
+
+    # deletes still hide rows (searched through the graph, post-filtered)
+    gone = sorted({hits[0] for hits in hits_per_query(result.hits)})
+    await env.delete(node, gone)
+    counts.clear()
+    after = await node.search(env.search(queries, k, params={"ef": "64"}))
+    assert not set(after.hits.pks.tolist()) & set(gone)
+    assert counts[Strategy.POST_FILTER] >= 1
+    alive = np.setdiff1d(np.arange(n), gone)
+    assert recall(hits_per_query(after.hits), alive[exact(base[alive], queries, k)].tolist()) >= 0.9
+
+    # another metric than the index's: exact
+    counts.clear()
+    ip = await node.search(GrowingSearch(env.cid, (env.vchannel,), "vec", "IP", k, queries))
+    assert set(counts) == {Strategy.EXACT}
+    scores = queries @ base[alive].T
+    top_ip = alive[np.argsort(-scores, axis=1, kind="stable")[:, :k]].tolist()
+    assert hits_per_query(ip.hits) == top_ip
+
+
+async def test_a_dropped_index_makes_sealed_searches_exact_again(env: Env) -> None:
+    index = await env.coordinator.catalog.create_index(
+        "default", "c", "vec", "", {"index_type": "HNSW", "metric_type": "L2"},
+        create_ts=await env.coordinator.allocate_timestamp(),
+    )  # fmt: skip
+    node = await env.node(sealed_refresh_interval=0.0)
+    base, queries = clustered_vectors(500, 3, dim=DIM, clusters=10, seed=4)
+    await env.insert(node, list(range(500)), base)
+    await flushed(env, node)
+    (segment_id,) = await build_indexes(env, index.index_id)
+    await node.search(env.search(queries, 5))
+    assert node.sealed.strategies[Strategy.HNSW] == 1
+    (manifest,) = await list_segments(env.objects, ROOT, env.cid)
+    keys = [i.key async for i in env.objects.list(f"{manifest.prefix}index/")]
+    for key in keys:  # what the index's garbage collection does
+        await env.objects.delete(key)
+    node.sealed.strategies.clear()
+    result = await node.search(env.search(queries, 5))
+    assert set(node.sealed.strategies) == {Strategy.EXACT}
+    assert hits_per_query(result.hits) == exact(base, queries, 5)
+    assert segment_id == manifest.segment_id
+
+
+def test_search_ef_reads_the_request_params() -> None:
+    assert search_ef({}) is None
+    assert search_ef({"ef": 80}) == 80
+    assert search_ef({"ef": "32"}) == 32
+    for bad in (0, -1, "x", None, True, [1]):
+        assert search_ef({"ef": bad}) is None
