@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from cluster.coordinator.index_builds import IndexBuildProgress
 from cluster.coordinator.records import CollectionInfo
 from cluster.results import PartialResult
 
@@ -154,6 +155,13 @@ class CoordinatorService(Protocol):
     async def list_segments(self, collection_id: int) -> list[SegmentInfo]:
         """The registered sealed segments of the collection, by segment id (empty for an
         unknown collection)."""
+
+    async def index_build_progress(
+        self, collection_id: int, index_id: int, as_of_ts: int = 0
+    ) -> IndexBuildProgress:
+        """The index's build progress over the collection's flushed segments (Milvus's
+        DescribeIndex numbers), its state as of ``as_of_ts`` (0: every segment); see
+        :func:`~cluster.coordinator.index_builds.summarize`."""
 
 
 class StreamingService(Protocol):

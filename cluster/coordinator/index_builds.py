@@ -63,7 +63,6 @@ __all__ = [
     "BuildTask",
     "IndexBuildProgress",
     "IndexBuilds",
-    "IndexProgressSource",
     "ProgressState",
     "build_key",
     "collection_of",
@@ -381,16 +380,6 @@ def summarize(
         return IndexBuildProgress(indexed, total, pending, ProgressState.FAILED, "".join(failed))
     state = ProgressState.IN_PROGRESS if unfinished else ProgressState.FINISHED
     return IndexBuildProgress(indexed, total, pending, state)
-
-
-class IndexProgressSource:
-    """Marker base of coordinators that answer :meth:`index_build_progress` (the proxy asks
-    ``isinstance`` and falls back to "definition only" numbers for others)."""
-
-    async def index_build_progress(
-        self, collection_id: int, index_id: int, as_of_ts: int = 0
-    ) -> IndexBuildProgress:
-        raise NotImplementedError
 
 
 # --- the MetaStore shell -------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The in-process :class:`~cluster.interfaces.CoordinatorService`: what the other roles ask the
-coordinator, answered from the MetaStore (used by ``canopy standalone`` and by tests; the gRPC
-pair wraps the same object later).
+coordinator, answered from the MetaStore (used in-process by ``canopy standalone``, and served over
+gRPC to the other roles by ``canopy coordinator`` through ``cluster.rpc.coordinator``).
 
 Contract of :class:`LocalCoordinator`:
 
@@ -45,7 +45,6 @@ from cluster.coordinator.index_builds import (
     BuildTask,
     IndexBuildProgress,
     IndexBuilds,
-    IndexProgressSource,
 )
 from cluster.coordinator.index_scheduler import BuildQueue, IndexBuildScheduler
 from cluster.coordinator.records import CollectionInfo
@@ -120,7 +119,7 @@ class SegmentRecord:
         )
 
 
-class LocalCoordinator(IndexProgressSource):
+class LocalCoordinator:
     """A :class:`~cluster.interfaces.CoordinatorService` over a MetaStore.
 
     ``await start()`` (or ``async with``) starts the timestamp oracle and the catalog (unless

@@ -60,6 +60,11 @@ class CoordinatorStub(object):
                 request_serializer=cluster_dot_proto_dot_canopy__pb2.CollectionIdRequest.SerializeToString,
                 response_deserializer=cluster_dot_proto_dot_canopy__pb2.ListSegmentsReply.FromString,
                 _registered_method=True)
+        self.IndexBuildProgress = channel.unary_unary(
+                '/canopy.v1.Coordinator/IndexBuildProgress',
+                request_serializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressRequest.SerializeToString,
+                response_deserializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -96,6 +101,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IndexBuildProgress(self, request, context):
+        """A read: retried on transport failures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +135,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ListSegments,
                     request_deserializer=cluster_dot_proto_dot_canopy__pb2.CollectionIdRequest.FromString,
                     response_serializer=cluster_dot_proto_dot_canopy__pb2.ListSegmentsReply.SerializeToString,
+            ),
+            'IndexBuildProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.IndexBuildProgress,
+                    request_deserializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressRequest.FromString,
+                    response_serializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +278,33 @@ class Coordinator(object):
             '/canopy.v1.Coordinator/ListSegments',
             cluster_dot_proto_dot_canopy__pb2.CollectionIdRequest.SerializeToString,
             cluster_dot_proto_dot_canopy__pb2.ListSegmentsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IndexBuildProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canopy.v1.Coordinator/IndexBuildProgress',
+            cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressRequest.SerializeToString,
+            cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,10 +8,10 @@ records) with plain arguments, so the catalog can be remote.
 
 What is true today, and answered as such:
 
-- Index builds: with a coordinator that tracks them (an
-  :class:`~cluster.coordinator.index_builds.IndexProgressSource`, i.e. ``LocalCoordinator`` in
-  ``canopy standalone``) DescribeIndex reports Milvus's numbers: ``total_rows`` = rows of the
-  collection's flushed segments, ``indexed_rows`` = rows of segments whose build finished,
+- Index builds: the coordinator tracks them (``index_build_progress``: in process in
+  ``canopy standalone``, over gRPC in a cluster) and DescribeIndex reports Milvus's numbers:
+  ``total_rows`` = rows of the collection's flushed segments, ``indexed_rows`` = rows of
+  segments whose build finished,
   ``pending_index_rows`` the rest, and the state as of the request's ``timestamp`` (else the
   index's create timestamp): ``Failed`` (with ``index_state_fail_reason``) if a build failed for
   good, ``InProgress`` while a segment registered by then is not built, else ``Finished``.
@@ -19,8 +19,6 @@ What is true today, and answered as such:
   so it returns once the segments flushed before are indexed; on an empty collection at once
   (segments flushed later build in the background, ``pending_index_rows > 0`` meanwhile).
   GetIndexState and GetIndexBuildProgress use the index's create timestamp (as Milvus).
-  Over the gRPC coordinator client (the distributed proxy) progress is not reachable yet: an
-  index then reports ``Finished``, ``indexed_rows=0``, ``pending_index_rows=total_rows``.
 - Query nodes do not exist yet: a load is a catalog record, complete when written, so
   GetLoadingProgress answers 100 and GetLoadState ``Loaded`` at once; nothing is in memory.
 
@@ -46,11 +44,7 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.errors import IndexNotFound
-from cluster.coordinator.index_builds import (
-    IndexBuildProgress,
-    IndexProgressSource,
-    ProgressState,
-)
+from cluster.coordinator.index_builds import IndexBuildProgress, ProgressState
 from cluster.coordinator.records import INDEX_TYPE_KEY, METRIC_TYPE_KEY, IndexInfo, LoadState
 from cluster.interfaces import CoordinatorService
 from cluster.milvus.status import (
@@ -95,13 +89,9 @@ class IndexHandlers:
 
     async def _progress(self, info: IndexInfo, as_of_ts: int = 0) -> IndexBuildProgress:
         """The index's build progress as of ``as_of_ts`` (default: its create timestamp)."""
-        if isinstance(self.coordinator, IndexProgressSource):
-            return await self.coordinator.index_build_progress(
-                info.collection_id, info.index_id, as_of_ts or info.create_ts
-            )
-        segments = await self.coordinator.list_segments(info.collection_id)
-        total = sum(s.rows for s in segments)
-        return IndexBuildProgress(0, total, total, ProgressState.FINISHED)
+        return await self.coordinator.index_build_progress(
+            info.collection_id, info.index_id, as_of_ts or info.create_ts
+        )
 
     async def _index(self, db: str, collection: str, index_name: str, field_name: str) -> IndexInfo:
         """The index a request names: by name, else by field, else the only one."""

@@ -2,7 +2,8 @@
 
 * :class:`MemoryCoordinator` -- a :class:`~cluster.interfaces.CoordinatorService` over a real
   :class:`~cluster.coordinator.tso.TimestampOracle` and
-  :class:`~cluster.coordinator.catalog.Catalog` (row ids from their own counter key).
+  :class:`~cluster.coordinator.catalog.Catalog` (row ids from their own counter key). Nothing
+  builds indexes: every index is ``Finished`` with its flushed rows pending.
 * :class:`MemoryStreamingService` -- a :class:`~cluster.interfaces.StreamingService` that
   records every call (:attr:`calls`), stamps writes with the coordinator's timestamps (an upsert
   with one), keeps the rows and deletes in memory (:meth:`live_rows` applies deletes by
@@ -31,6 +32,7 @@ import pyarrow as pa
 
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.ids import IdAllocator
+from cluster.coordinator.index_builds import IndexBuildProgress, ProgressState
 from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.tso import TimestampOracle
 from cluster.interfaces import (
@@ -92,6 +94,12 @@ class MemoryCoordinator:
             (SegmentInfo(*f) for f in self.flushed if f[0] == collection_id),
             key=lambda s: s.segment_id,
         )
+
+    async def index_build_progress(
+        self, collection_id: int, index_id: int, as_of_ts: int = 0
+    ) -> IndexBuildProgress:
+        total = sum(s.rows for s in await self.list_segments(collection_id))
+        return IndexBuildProgress(0, total, total, ProgressState.FINISHED)
 
 
 @dataclass(frozen=True)

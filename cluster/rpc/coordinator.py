@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from cluster.coordinator.catalog import BOUNDED, Catalog
+from cluster.coordinator.index_builds import IndexBuildProgress, ProgressState
 from cluster.coordinator.records import (
     DEFAULT_PARTITION,
     CatalogSettings,
@@ -77,6 +78,22 @@ def _segment(s: pb.SegmentInfo) -> SegmentInfo:
     return SegmentInfo(s.collection_id, s.partition_id, s.segment_id, s.vchannel, s.rows, s.state)
 
 
+def _progress_pb(p: IndexBuildProgress) -> pb.IndexBuildProgressReply:
+    return pb.IndexBuildProgressReply(
+        indexed_rows=p.indexed_rows,
+        total_rows=p.total_rows,
+        pending_rows=p.pending_rows,
+        state=p.state.value,
+        fail_reason=p.fail_reason,
+    )
+
+
+def _progress(r: pb.IndexBuildProgressReply) -> IndexBuildProgress:
+    return IndexBuildProgress(
+        r.indexed_rows, r.total_rows, r.pending_rows, ProgressState(r.state), r.fail_reason
+    )
+
+
 # --- server ---------------------------------------------------------------------------------
 
 
@@ -120,6 +137,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer, pb_grpc.CatalogServicer):
     async def ListSegments(self, request: pb.CollectionIdRequest, context: Ctx):
         segments = await self.coordinator.list_segments(request.collection_id)
         return pb.ListSegmentsReply(segments=[_segment_pb(s) for s in segments])
+
+    @handler(pb.IndexBuildProgressReply)
+    async def IndexBuildProgress(self, request: pb.IndexBuildProgressRequest, context: Ctx):
+        progress = await self.coordinator.index_build_progress(
+            request.collection_id, request.index_id, request.as_of_ts
+        )
+        return _progress_pb(progress)
 
     # --- Catalog -------------------------------------------------------------------------------
 
@@ -617,6 +641,14 @@ class CoordinatorClient:
         request = pb.CollectionIdRequest(collection_id=collection_id)
         reply = await self._call("ListSegments", request, idempotent=True)
         return [_segment(s) for s in reply.segments]
+
+    async def index_build_progress(
+        self, collection_id: int, index_id: int, as_of_ts: int = 0
+    ) -> IndexBuildProgress:
+        request = pb.IndexBuildProgressRequest(
+            collection_id=collection_id, index_id=index_id, as_of_ts=as_of_ts
+        )
+        return _progress(await self._call("IndexBuildProgress", request, idempotent=True))
 
     async def close(self) -> None:
         await self._channel.close()

@@ -39,6 +39,7 @@ from cluster.coordinator.errors import (
     PartitionExists,
     PartitionNotFound,
 )
+from cluster.coordinator.index_builds import BuildResult, IndexBuildProgress, ProgressState
 from cluster.coordinator.records import CollectionInfo, LoadState
 from cluster.coordinator.service import LocalCoordinator
 from cluster.interfaces import FlushTicket, GrowingQuery, GrowingSearch, WriteAck, visible_ts_of
@@ -253,6 +254,50 @@ async def test_coordinator_service_matches_in_process(cluster: Cluster) -> None:
         (12, 5, "flushed"),
     ]
     assert await remote.list_segments(123456) == []
+
+
+async def test_index_build_progress_matches_in_process(cluster: Cluster) -> None:
+    local, remote = cluster.coordinator, cluster.coord
+    info = await cluster.create_collection()
+    cid, pid, vch = info.collection_id, info.partitions[0].partition_id, info.vchannels[0]
+    index = await remote.catalog.create_index(
+        "default",
+        info.name,
+        "vec",
+        "",
+        {"index_type": "HNSW", "metric_type": "L2"},
+        create_ts=await remote.allocate_timestamp(),
+    )
+    iid = index.index_id
+
+    async def same(as_of_ts: int) -> IndexBuildProgress:
+        got = await remote.index_build_progress(cid, iid, as_of_ts)
+        assert got == await local.index_build_progress(cid, iid, as_of_ts)
+        return got
+
+    assert await same(0) == IndexBuildProgress(0, 0, 0, ProgressState.FINISHED)
+    await remote.report_flushed_segment(cid, pid, 21, vch, 70)
+    await remote.report_flushed_segment(cid, pid, 22, vch, 30)
+    now = await remote.allocate_timestamp()
+    assert await same(index.create_ts) == IndexBuildProgress(0, 100, 100, ProgressState.FINISHED)
+    assert await same(now) == IndexBuildProgress(0, 100, 100, ProgressState.IN_PROGRESS)
+
+    first = await local.claim_index_build(1)
+    assert first is not None
+    await local.finish_index_build(first, BuildResult("k", first.rows, "HNSW", 0.1))
+    second = await local.claim_index_build(1)
+    assert second is not None
+    await local.fail_index_build(second, "SegmentCorrupt: bad page", False)
+    failed = await same(now)
+    assert (failed.indexed_rows, failed.pending_rows, failed.state) == (
+        first.rows,
+        second.rows,
+        ProgressState.FAILED,
+    )
+    assert failed.fail_reason == f"{second.segment_id}: SegmentCorrupt: bad page;"
+    assert await same(0) == failed
+    unknown = IndexBuildProgress(0, 0, 0, ProgressState.FINISHED)  # no segments, no builds
+    assert await remote.index_build_progress(123456, iid) == unknown
 
 
 async def test_catalog_matches_in_process(cluster: Cluster) -> None:

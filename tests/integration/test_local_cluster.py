@@ -215,3 +215,30 @@ def test_search_and_query_scatter_over_both_streaming_nodes(cluster: LocalCluste
     assert sorted(r["id"] for r in got) == [i for i in (1, 2, 3) if i != hits[0][0]["id"]]
     writer.close()
     reader.close()
+
+
+def test_index_build_progress_reaches_the_other_proxy(cluster: LocalCluster) -> None:
+    rng = np.random.default_rng(7)
+    writer, reader = (MilvusClient(uri=uri) for uri in cluster.proxy_uris)
+    writer.create_collection("built", schema=schema(writer), num_shards=2)
+    for start in range(0, 3000, 1000):
+        writer.insert("built", rows(range(start, start + 1000), rng))
+    writer.flush("built")
+    index = writer.prepare_index_params()
+    index.add_index(
+        "vec", index_name="vec_hnsw", index_type="HNSW", metric_type="L2", M=8, efConstruction=64
+    )
+    writer.create_index("built", index)
+    # the coordinator's embedded data-node worker builds it; progress is the coordinator's,
+    # asked over gRPC by whichever proxy answers
+    deadline = time.monotonic() + 60
+    while True:
+        desc = reader.describe_index("built", "vec_hnsw")
+        if desc["indexed_rows"] == 3000 and desc["pending_index_rows"] == 0:
+            break
+        assert time.monotonic() < deadline, f"the index was never reported built: {desc}"
+        time.sleep(0.5)
+    assert desc["total_rows"] == 3000 and desc["state"] == "Finished"
+    assert desc["index_type"] == "HNSW"
+    writer.close()
+    reader.close()
