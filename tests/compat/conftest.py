@@ -1,4 +1,7 @@
-"""``flow_target``: the pymilvus flows run against ``canopy standalone`` (a real process with
+"""``proxy`` / ``client``: pymilvus against a proxy served in-process (a real ``grpc.aio``
+server in a background thread over memory stores, ``test_pymilvus_ddl.BackgroundProxy``).
+
+``flow_target``: the pymilvus flows run against ``canopy standalone`` (a real process with
 embedded storage) and against the shared LocalCluster (coordinator + 2 proxies + 2 streaming
 nodes as processes on etcd + SeaweedFS)."""
 
@@ -7,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standalone_process import StandaloneProcess
@@ -32,3 +36,27 @@ def flow_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[obje
     cluster: LocalCluster = request.getfixturevalue("local_cluster")
     proxy = cluster.node(cluster.names("proxy")[-1])  # the second proxy: not only proxy 0
     yield ClusterTarget(f"http://{proxy.address}", proxy.address, cluster.object_store_uri)
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[Any]:
+    from test_pymilvus_ddl import BackgroundProxy
+
+    bg = BackgroundProxy()
+    try:
+        yield bg
+    finally:
+        bg.close()
+
+
+@pytest.fixture
+def client(proxy: Any) -> Iterator[Any]:
+    from pymilvus import MilvusClient
+
+    c = MilvusClient(uri=proxy.uri)
+    try:
+        yield c
+    finally:
+        for name in c.list_collections():
+            c.drop_collection(name)
+        c.close()

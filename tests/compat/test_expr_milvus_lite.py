@@ -149,7 +149,7 @@ def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     try:
         python = bench.lite_venv()
     except (RuntimeError, OSError) as exc:
-        pytest.skip(f"milvus-lite venv unavailable: {exc}")
+        pytest.fail(f"cannot build the milvus-lite venv (is the package index reachable?): {exc}")
     tmp = tmp_path_factory.mktemp("lite")
     port = bench.free_port()
     cmd = [str(python), "-m", "milvus_lite", "server", "--data-dir", str(tmp / "data")]

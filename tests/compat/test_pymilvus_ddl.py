@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import numpy as np
@@ -57,26 +57,6 @@ class BackgroundProxy:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[BackgroundProxy]:
-    bg = BackgroundProxy()
-    try:
-        yield bg
-    finally:
-        bg.close()
-
-
-@pytest.fixture
-def client(proxy: BackgroundProxy) -> Iterator[MilvusClient]:
-    c = MilvusClient(uri=proxy.uri)
-    try:
-        yield c
-    finally:
-        for name in c.list_collections():
-            c.drop_collection(name)
-        c.close()
 
 
 def rich_schema(client: MilvusClient) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +18,6 @@ import pytest
 from pymilvus import DataType, MilvusClient, MilvusException
 from pymilvus.client.types import LoadState
 from standalone_process import StandaloneProcess
-from test_pymilvus_ddl import BackgroundProxy
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[BackgroundProxy]:
-    bg = BackgroundProxy()
-    try:
-        yield bg
-    finally:
-        bg.close()
-
-
-@pytest.fixture
-def client(proxy: BackgroundProxy) -> Iterator[MilvusClient]:
-    c = MilvusClient(uri=proxy.uri)
-    try:
-        yield c
-    finally:
-        for name in c.list_collections():
-            c.drop_collection(name)
-        c.close()
 
 
 def explicit_schema(client: MilvusClient) -> object:

@@ -6,15 +6,15 @@ one when its lease expires; dropping the collection drops the records."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from polling import until as _until
 from pymilvus import DataType as PDataType
 from pymilvus import MilvusClient
 from pymilvus.client.prepare import Prepare
@@ -43,6 +43,8 @@ from woodpecker.meta import MetaStore, open_meta_store
 from woodpecker.meta.memory import MemoryMetaStore
 from woodpecker.objectstore import MemoryObjectStore, open_object_store
 from woodpecker.objectstore.base import ObjectStore
+
+until = partial(_until, within=60.0)
 
 pytestmark = pytest.mark.contract
 
@@ -193,14 +195,6 @@ class _Unclosed:
 
     async def close(self) -> None:
         pass
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        for _ in itertools.count():
-            if await check():
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_flushed_segments_are_indexed_and_progress_reaches_100(env: Env) -> None:

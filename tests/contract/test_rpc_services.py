@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from polling import until
 from pymilvus import DataType, MilvusClient
 from pymilvus.client.prepare import Prepare
 
@@ -199,13 +200,6 @@ async def cluster() -> AsyncIterator[Cluster]:
 async def streaming(cluster: Cluster) -> Cluster:
     await cluster.start_streaming()
     return cluster
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    """Poll ``check`` until it is true (fails after ``within`` seconds)."""
-    async with asyncio.timeout(within):
-        while not await check():  # noqa: ASYNC110 (polling a remote state)
-            await asyncio.sleep(0.05)
 
 
 async def same_error(

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from polling import until
 from pymilvus import DataType as PDataType
 from pymilvus import MilvusClient
 from pymilvus.client.prepare import Prepare
@@ -162,15 +163,6 @@ async def env(request, tmp_path, unique_prefix) -> AsyncIterator[Env]:  # type: 
         await coordinator.close()
         await objects.close()
         await meta.close()
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    """Poll ``check`` until it is true (fails after ``within`` seconds)."""
-    async with asyncio.timeout(within):
-        for _ in itertools.count():
-            if await check():
-                return
-            await asyncio.sleep(0.02)
 
 
 def pk_list(table: pa.Table) -> list[int]:

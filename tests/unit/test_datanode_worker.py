@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
+from polling import until
 from pymilvus.grpc_gen import schema_pb2
 
 from cluster.coordinator.catalog import Catalog
@@ -135,14 +136,6 @@ async def env() -> AsyncIterator[Env]:
     finally:
         await coord.close()
         await meta.close()
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    async with asyncio.timeout(within):
-        for _ in itertools.count():
-            if await check():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def claim(env: Env, node_id: int) -> BuildTask:

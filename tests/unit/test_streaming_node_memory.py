@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from polling import until as _until
 from pymilvus import DataType as PDataType
 from pymilvus import MilvusClient
 from pymilvus.client.prepare import Prepare
@@ -38,6 +40,8 @@ from woodpecker.errors import InvalidArgument, Unavailable
 from woodpecker.message import MessageId
 from woodpecker.meta.memory import MemoryMetaStore
 from woodpecker.objectstore import Faulty, MemoryObjectStore
+
+until = partial(_until, within=10.0)
 
 DIM = 4
 ROOT = "segments"
@@ -129,15 +133,6 @@ async def env() -> AsyncIterator[Env]:
             with contextlib.suppress(Exception):
                 await store.close()
         await coordinator.close()
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        for _ in itertools.count():
-            result = check()
-            if await result if asyncio.iscoroutine(result) else result:
-                return
-            await asyncio.sleep(0.01)
 
 
 async def flushed(node: StreamingNode, info: CollectionInfo) -> None:

@@ -4,16 +4,16 @@ them by timestamp (delete buffer and delete logs), and a new owner serves them a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from polling import until as _until
 from pymilvus import DataType as PDataType
 from pymilvus import MilvusClient
 from pymilvus.client.prepare import Prepare
@@ -36,6 +36,8 @@ from cluster.streaming.sealed import SealedReader, query_sealed, search_ef
 from woodpecker import LogStore, WalConfig
 from woodpecker.meta.memory import MemoryMetaStore
 from woodpecker.objectstore import MemoryObjectStore
+
+until = partial(_until, within=10.0)
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -145,15 +147,6 @@ async def env() -> AsyncIterator[Env]:
             with contextlib.suppress(Exception):
                 await store.close()
         await coordinator.close()
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        for _ in itertools.count():
-            result = check()
-            if await result if asyncio.iscoroutine(result) else result:
-                return
-            await asyncio.sleep(0.01)
 
 
 async def flushed(env: Env, node: StreamingNode) -> None:
