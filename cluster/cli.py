@@ -150,6 +150,13 @@ ROLES = {
         "segments, builds them (HNSW) and writes the index files to object storage. Optional: "
         "with datanode.embedded (the default) the coordinator runs one build worker itself.",
     ),
+    "query-node": (
+        "run a query node (serves searches and queries over sealed segments)",
+        "Run a query node: the coordinator assigns it sealed segments of loaded collections; it "
+        "loads them (with their indexes) through a local SSD cache and answers the sealed part "
+        "of searches and queries for the streaming nodes. Optional: without query nodes the "
+        "streaming nodes serve sealed segments themselves.",
+    ),
 }
 
 
@@ -193,7 +200,14 @@ def _cmd_role(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), end="")
         return 0
-    from cluster.roles import CoordinatorRole, DataNodeRole, ProxyRole, StreamingRole, serve
+    from cluster.roles import (
+        CoordinatorRole,
+        DataNodeRole,
+        ProxyRole,
+        QueryNodeRole,
+        StreamingRole,
+        serve,
+    )
     from cluster.roles.base import configure_logging
 
     configure_logging(config.log.level, config.log.format, args.role)
@@ -202,6 +216,7 @@ def _cmd_role(args: argparse.Namespace) -> int:
         "proxy": ProxyRole,
         "streaming-node": StreamingRole,
         "data-node": DataNodeRole,
+        "query-node": QueryNodeRole,
     }[args.role]
     try:
         role = factory(config)

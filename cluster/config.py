@@ -90,6 +90,17 @@ class DataNodeSection:
 
 
 @dataclass
+class QueryNodeSection:
+    host: str = "127.0.0.1"  # listen address of the query node's gRPC service
+    port: int = 0  # 0 = any free port (the session records the real one)
+    advertise: str = ""  # address streaming nodes use to reach it; default host:port
+    session_ttl: float = 10.0  # seconds without keepalive before its segments move elsewhere
+    cache_dir: str = ""  # SSD cache of sealed segments (kept across restarts); "" = a temp dir
+    cache_gb: float = 16.0  # size bound of the cache directory (least recently used goes first)
+    refresh_interval: float = 1.0  # seconds between re-reads of delete logs and new indexes
+
+
+@dataclass
 class LogSection:
     level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
     format: str = "text"  # text or json (one JSON object per line)
@@ -104,6 +115,7 @@ class CanopyConfig:
     proxy: ProxySection = field(default_factory=ProxySection)
     streaming: StreamingSection = field(default_factory=StreamingSection)
     datanode: DataNodeSection = field(default_factory=DataNodeSection)
+    querynode: QueryNodeSection = field(default_factory=QueryNodeSection)
     wal: WalConfig = field(default_factory=WalConfig)
     log: LogSection = field(default_factory=LogSection)
 
@@ -126,11 +138,18 @@ class CanopyConfig:
             ("coordinator.port", self.coordinator.port),
             ("proxy.port", self.proxy.port),
             ("streaming.port", self.streaming.port),
+            ("querynode.port", self.querynode.port),
         ):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be a TCP port (0-65535), got {port}")
         if self.streaming.session_ttl <= 0:
             raise ConfigError("streaming.session_ttl must be positive")
+        qn = self.querynode
+        if min(qn.session_ttl, qn.cache_gb, qn.refresh_interval) <= 0:
+            raise ConfigError(
+                "querynode.session_ttl, querynode.cache_gb and querynode.refresh_interval must "
+                "be positive"
+            )
         dn = self.datanode
         if dn.concurrency < 1 or dn.build_threads < 0:
             raise ConfigError("datanode.concurrency must be >= 1 and datanode.build_threads >= 0")

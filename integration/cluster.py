@@ -16,9 +16,11 @@ Contract:
   returns once every proxy reports healthy (CheckHealth: the catalog answers and every physical
   channel has a live streaming node). On failure it stops what it started and raises
   :class:`~integration.processes.ServiceError` with the failing role's log tail.
-- Nodes are named ``coordinator``, ``proxy-0..``, ``streaming-0..`` and ``data-0..``
-  (``data_nodes``, default 0: the coordinator's embedded worker builds the indexes; with data
-  nodes the config sets ``datanode.embedded: false``). Each keeps its ports across restarts, so
+- Nodes are named ``coordinator``, ``proxy-0..``, ``streaming-0..``, ``query-0..`` and
+  ``data-0..`` (``query_nodes``, default 0: the streaming nodes serve sealed segments
+  themselves; ``data_nodes``, default 0: the coordinator's embedded worker builds the indexes;
+  with data nodes the config sets ``datanode.embedded: false``). Query nodes cache segments under
+  ``work_dir/cache/query-N`` (kept across their restarts). Each keeps its ports across restarts, so
   :attr:`uri` stays valid; a data node listens on none (it counts as started once it logs that
   it builds). :meth:`kill` is a SIGKILL of the node's process group,
   :meth:`stop_node` a SIGTERM (clean shutdown) and :meth:`start_node` starts a stopped or killed
@@ -91,6 +93,7 @@ class LocalCluster:
         proxies: int = 2,
         streaming_nodes: int = 2,
         data_nodes: int = 0,
+        query_nodes: int = 0,
         channels: int = 4,
         work_dir: Path | str | None = None,
         etcd: EtcdService | None = None,
@@ -100,13 +103,15 @@ class LocalCluster:
         config: dict[str, Any] | None = None,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
-        if proxies < 1 or streaming_nodes < 1 or channels < 1 or data_nodes < 0:
+        if proxies < 1 or streaming_nodes < 1 or channels < 1 or min(data_nodes, query_nodes) < 0:
             raise ValueError(
-                "a cluster needs at least one proxy, streaming node and channel (data nodes >= 0)"
+                "a cluster needs at least one proxy, streaming node and channel "
+                "(data and query nodes >= 0)"
             )
         self.proxies = proxies
         self.streaming_nodes = streaming_nodes
         self.data_nodes = data_nodes
+        self.query_nodes = query_nodes
         self.channels = channels
         self.session_ttl = session_ttl
         self.log_level = log_level
@@ -171,7 +176,7 @@ class LocalCluster:
             self.start_node("coordinator")
             for name in self.names("streaming"):
                 self.start_node(name, wait=False)
-            for name in self.names("proxy") + self.names("data"):
+            for name in self.names("proxy") + self.names("query") + self.names("data"):
                 self.start_node(name, wait=False)
             self.wait_ready()
         except BaseException:
@@ -184,6 +189,7 @@ class LocalCluster:
         order = (
             self.names("proxy")
             + self.names("data")
+            + self.names("query")
             + self.names("streaming")
             + self.names("coordinator")
         )
@@ -216,6 +222,7 @@ class LocalCluster:
             "coordinator": {"host": LOOPBACK, "port": free_port(), "rebalance_interval": 1.0},
             "proxy": {"host": LOOPBACK},
             "streaming": {"host": LOOPBACK, "session_ttl": self.session_ttl},
+            "querynode": {"host": LOOPBACK, "session_ttl": self.session_ttl},
             "log": {"level": self.log_level},
         }
         if self.data_nodes:
@@ -253,6 +260,16 @@ class LocalCluster:
             self.nodes[f"proxy-{i}"] = NodeProcess(
                 f"proxy-{i}", "proxy", port, env, logs / f"proxy-{i}.log"
             )
+        for i in range(self.query_nodes):
+            port = free_port()
+            env = {
+                **base_env,
+                "CANOPY_QUERYNODE__PORT": str(port),
+                "CANOPY_QUERYNODE__CACHE_DIR": str(self.work_dir / "cache" / f"query-{i}"),
+            }
+            self.nodes[f"query-{i}"] = NodeProcess(
+                f"query-{i}", "query", port, env, logs / f"query-{i}.log"
+            )
         for i in range(self.data_nodes):
             self.nodes[f"data-{i}"] = NodeProcess(
                 f"data-{i}", "data", 0, base_env, logs / f"data-{i}.log"
@@ -271,7 +288,9 @@ class LocalCluster:
         node = self.node(name)
         if node.running:
             return
-        command = {"streaming": "streaming-node", "data": "data-node"}.get(node.role, node.role)
+        command = {"streaming": "streaming-node", "data": "data-node", "query": "query-node"}.get(
+            node.role, node.role
+        )
         argv = [sys.executable, "-m", "cluster", command, "--config", str(self.config_path)]
         node.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(node.log_path, "ab") as f:

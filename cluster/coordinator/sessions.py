@@ -165,6 +165,13 @@ class NodeSession:
         return self._info
 
     @property
+    def lease_id(self) -> int:
+        """The session's lease: keys put with it go when the session does."""
+        if self._lease is None:
+            raise RuntimeError("NodeSession.start() has not run")
+        return self._lease.id
+
+    @property
     def lease_ttl(self) -> float:
         """The ttl the store granted (etcd rounds up to whole seconds, at least its floor)."""
         return self._lease.ttl if self._lease is not None else self.ttl

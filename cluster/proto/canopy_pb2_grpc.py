@@ -1756,3 +1756,123 @@ class Streaming(object):
             timeout,
             metadata,
             _registered_method=True)
+
+
+class QueryNodeStub(object):
+    """What a streaming node (the shard delegator) asks a query node (cluster.query.node).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SearchSealed = channel.unary_unary(
+                '/canopy.v1.QueryNode/SearchSealed',
+                request_serializer=cluster_dot_proto_dot_canopy__pb2.SealedSearchRequest.SerializeToString,
+                response_deserializer=cluster_dot_proto_dot_canopy__pb2.SearchReply.FromString,
+                _registered_method=True)
+        self.QuerySealed = channel.unary_unary(
+                '/canopy.v1.QueryNode/QuerySealed',
+                request_serializer=cluster_dot_proto_dot_canopy__pb2.SealedQueryRequest.SerializeToString,
+                response_deserializer=cluster_dot_proto_dot_canopy__pb2.QueryReply.FromString,
+                _registered_method=True)
+
+
+class QueryNodeServicer(object):
+    """What a streaming node (the shard delegator) asks a query node (cluster.query.node).
+    """
+
+    def SearchSealed(self, request, context):
+        """a read
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuerySealed(self, request, context):
+        """a read
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_QueryNodeServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SearchSealed': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchSealed,
+                    request_deserializer=cluster_dot_proto_dot_canopy__pb2.SealedSearchRequest.FromString,
+                    response_serializer=cluster_dot_proto_dot_canopy__pb2.SearchReply.SerializeToString,
+            ),
+            'QuerySealed': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuerySealed,
+                    request_deserializer=cluster_dot_proto_dot_canopy__pb2.SealedQueryRequest.FromString,
+                    response_serializer=cluster_dot_proto_dot_canopy__pb2.QueryReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'canopy.v1.QueryNode', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('canopy.v1.QueryNode', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class QueryNode(object):
+    """What a streaming node (the shard delegator) asks a query node (cluster.query.node).
+    """
+
+    @staticmethod
+    def SearchSealed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canopy.v1.QueryNode/SearchSealed',
+            cluster_dot_proto_dot_canopy__pb2.SealedSearchRequest.SerializeToString,
+            cluster_dot_proto_dot_canopy__pb2.SearchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuerySealed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canopy.v1.QueryNode/QuerySealed',
+            cluster_dot_proto_dot_canopy__pb2.SealedQueryRequest.SerializeToString,
+            cluster_dot_proto_dot_canopy__pb2.QueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

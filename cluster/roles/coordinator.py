@@ -14,6 +14,7 @@ import logging
 from cluster.config import CanopyConfig
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.channel_manager import ChannelManager
+from cluster.coordinator.query_assign import SegmentBalancer
 from cluster.coordinator.service import LocalCoordinator
 from cluster.coordinator.sessions import SessionRegistry
 from cluster.roles.base import Role
@@ -69,6 +70,10 @@ class CoordinatorRole(Role):
         await self.manager.start()
         self.on_stop("channel manager", self.manager.close)
         self.supervise("the channel manager", self.manager.wait())
+        balancer = SegmentBalancer(meta, self.clock)
+        await balancer.start()
+        self.on_stop("segment balancer", balancer.close)
+        self.supervise("the segment balancer", balancer.wait())
         self.server = RpcServer(
             cfg.coordinator.host, cfg.coordinator.port, [CoordinatorServicer(coordinator, catalog)]
         )

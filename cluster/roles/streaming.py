@@ -18,6 +18,7 @@ import logging
 from cluster.config import CanopyConfig
 from cluster.coordinator.channel_manager import AssignmentWatcher
 from cluster.coordinator.sessions import STREAMING, NodeSession
+from cluster.query.routing import QueryRouter
 from cluster.roles.base import Role
 from cluster.rpc.coordinator import CoordinatorClient
 from cluster.rpc.server import RpcServer
@@ -55,6 +56,9 @@ class StreamingRole(Role):
         log_store.start_auditor()
         coordinator = CoordinatorClient(cfg.coordinator.target())
         self.on_stop("coordinator client", coordinator.close)
+        router = QueryRouter(meta, self.clock)
+        await router.start()
+        self.on_stop("query router", router.close)
         self.node = StreamingNode(
             log_store,
             Retrying(objects, clock=self.clock),
@@ -62,6 +66,7 @@ class StreamingRole(Role):
             meta=meta,
             clock=self.clock,
             config=StreamingConfig(time_tick_interval=cfg.streaming.time_tick_interval),
+            query_router=router,
         )
         self.server = RpcServer(
             cfg.streaming.host, cfg.streaming.port, [StreamingServicer(self.node)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class ChannelMemory:
         self.flushed_after: dict[int, MessageId] = dict(flushed_after or {})
         self.completed: set[int] = set()
         self.generation = 0  # bumped when rows or deletes leave memory for object storage
+        self.token = uuid.uuid4().hex  # names this incarnation of the channel's memory
         self.service_ts = service_ts
         self.last_mid: MessageId | None = None
         self._ts_waiters: list[tuple[int, asyncio.Future[None]]] = []

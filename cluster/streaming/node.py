@@ -42,6 +42,7 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -62,8 +63,9 @@ from cluster.interfaces import (
     WriteAck,
 )
 from cluster.milvus.status import FieldNotFound, Timeout
+from cluster.query.node import ShardRead
 from cluster.query.segment import SealedSegment
-from cluster.results import reduce_query, reduce_search
+from cluster.results import PartialResult, reduce_query, reduce_search
 from cluster.schema import CollectionSchema, DataType
 from cluster.streaming.channel import ChannelOwner
 from cluster.streaming.config import StreamingConfig
@@ -84,6 +86,9 @@ from woodpecker.clock import Clock, RealClock
 from woodpecker.errors import CanopyError, InvalidArgument
 from woodpecker.meta.base import MetaStore
 from woodpecker.objectstore.base import ObjectStore
+
+if TYPE_CHECKING:
+    from cluster.query.routing import QueryRouter
 
 __all__ = ["THREAD_READ_WORK", "NodeStatus", "StreamingNode"]
 
@@ -120,8 +125,10 @@ class StreamingNode:
         config: StreamingConfig | None = None,
         restart_delay: float = 0.5,
         max_restart_delay: float = 10.0,
+        query_router: QueryRouter | None = None,
     ) -> None:
         self.log_store = log_store
+        self.query_router = query_router
         self.objects = objects
         self.coordinator = coordinator
         self.watcher = watcher
@@ -491,14 +498,11 @@ class StreamingNode:
             hits = await asyncio.to_thread(search_segments, *args)
         else:
             hits = search_segments(*args)
-        sealed = await self._sealed_segments(snaps, request.partition_ids, request.anns_field)
-        if sealed:
-            pk = schema.primary_field.name
-            parts = await search_sealed(
-                sealed, request, queries, plan, visible_ts, pk, stored, self.sealed.strategies
-            )
-            if parts:
-                hits = reduce_search([hits, *parts], len(queries), request.metric, request.k)
+        parts = await self._search_sealed(
+            snaps, _with_queries(request, queries), plan, visible_ts, schema, stored
+        )
+        if parts:
+            hits = reduce_search([hits, *parts], len(queries), request.metric, request.k)
         return GrowingSearchResult(hits, visible_ts)
 
     async def query(self, request: GrowingQuery) -> pa.Table:
@@ -515,10 +519,10 @@ class StreamingNode:
         segments = self._segments(request.collection_id, owners, request.partition_ids)
         snaps = self._sealed_snapshots(request.collection_id, owners)
         _prepare_pk_lookups(plan, segments)
-        sealed = await self._sealed_segments(snaps, request.partition_ids)
         pk = schema.primary_field.name
+        tables = await self._query_sealed(snaps, request, plan, visible_ts, pk, stored)
         growing_request = request
-        if sealed and request.count:  # count distinct keys over both sources: keys needed
+        if tables and request.count:  # count distinct keys over both sources: keys needed
             growing_request = dataclasses.replace(
                 request, count=False, output_fields=(), limit=None
             )
@@ -528,8 +532,7 @@ class StreamingNode:
             table = await asyncio.to_thread(query_segments, *args)
         else:
             table = query_segments(*args)
-        if sealed:
-            tables = await query_sealed(sealed, request, plan, visible_ts, pk, stored)
+        if tables:
             if request.count:
                 total = count_distinct([table, *tables], pk)
                 table = pa.table({COUNT_COLUMN: pa.array([total], pa.int64())})
@@ -593,17 +596,114 @@ class StreamingNode:
         :mod:`cluster.streaming.sealed`."""
         return [SealedReader.snapshot(collection_id, v, owner.mem) for owner, v in owners]
 
-    async def _sealed_segments(
+    async def _plan_sealed(
+        self, snaps: list[SealedSnapshot], partition_ids: Sequence[int] | None
+    ) -> tuple[dict[str, list[ShardRead]], list[ShardRead | SealedSnapshot]]:
+        """Who reads which sealed segments: ``(remote, local)``, the shards to ask each query
+        node (by address) for, and what this node reads itself (a snapshot alone: all of its
+        vchannel's segments). Segments served remotely are released here."""
+        if self.query_router is None:
+            return {}, list(snaps)
+        pids = None if partition_ids is None else list(partition_ids)
+        remote: dict[str, list[ShardRead]] = {}
+        local: list[ShardRead | SealedSnapshot] = []
+        for snap in snaps:
+            ids = await self.sealed.segment_ids(snap, pids)
+            by_node, mine = self.query_router.split(snap.collection_id, ids)
+            for address, sids in by_node.items():
+                remote.setdefault(address, []).append(ShardRead(snap, tuple(sids)))
+                self.sealed.release(snap.collection_id, snap.vchannel, sids)
+            if mine:
+                local.append(ShardRead(snap, tuple(mine)))
+        return remote, local
+
+    async def _local_sealed(
         self,
-        snaps: list[SealedSnapshot],
+        shards: Sequence[ShardRead | SealedSnapshot],
         partition_ids: Sequence[int] | None,
         index_field: str | None = None,
     ) -> list[SealedSegment]:
         pids = None if partition_ids is None else list(partition_ids)
         out: list[SealedSegment] = []
-        for snap in snaps:
-            out.extend(await self.sealed.segments(snap, pids, field=index_field))
+        for shard in shards:
+            if isinstance(shard, SealedSnapshot):
+                out.extend(await self.sealed.segments(shard, pids, field=index_field))
+            else:
+                out.extend(
+                    await self.sealed.segments(
+                        shard.snapshot, pids, field=index_field, only=set(shard.segment_ids)
+                    )
+                )
         return out
+
+    async def _search_sealed(
+        self,
+        snaps: list[SealedSnapshot],
+        request: GrowingSearch,
+        plan: FilterPlan | None,
+        visible_ts: int,
+        schema: CollectionSchema,
+        stored: pa.Schema,
+    ) -> list[PartialResult]:
+        """The sealed hits of a search: from the query nodes that have the segments loaded,
+        the rest (and whatever a failed query node had) read here."""
+        pk = schema.primary_field.name
+        remote, local = await self._plan_sealed(snaps, request.partition_ids)
+
+        async def here(shards: Sequence[ShardRead | SealedSnapshot]) -> list[PartialResult]:
+            segments = await self._local_sealed(shards, request.partition_ids, request.anns_field)
+            if not segments:
+                return []
+            return await search_sealed(
+                segments, request, request.queries, plan, visible_ts, pk, stored,
+                self.sealed.strategies,
+            )  # fmt: skip
+
+        async def there(address: str, shards: list[ShardRead]) -> list[PartialResult]:
+            assert self.query_router is not None
+            try:
+                client = self.query_router.client(address)
+                return [await client.search_sealed(request, visible_ts, shards)]
+            except CanopyError as exc:
+                if not exc.retryable:
+                    raise
+                log.info("query node %s failed a search (%s); reading here instead", address, exc)
+                return await here(shards)
+
+        results = await asyncio.gather(here(local), *(there(a, s) for a, s in remote.items()))
+        return [part for result in results for part in result]
+
+    async def _query_sealed(
+        self,
+        snaps: list[SealedSnapshot],
+        request: GrowingQuery,
+        plan: FilterPlan | None,
+        visible_ts: int,
+        pk: str,
+        stored: pa.Schema,
+    ) -> list[pa.Table]:
+        """The sealed rows of a query (see :meth:`_search_sealed`)."""
+        remote, local = await self._plan_sealed(snaps, request.partition_ids)
+
+        async def here(shards: Sequence[ShardRead | SealedSnapshot]) -> list[pa.Table]:
+            segments = await self._local_sealed(shards, request.partition_ids)
+            if not segments:
+                return []
+            return await query_sealed(segments, request, plan, visible_ts, pk, stored)
+
+        async def there(address: str, shards: list[ShardRead]) -> list[pa.Table]:
+            assert self.query_router is not None
+            try:
+                client = self.query_router.client(address)
+                return [await client.query_sealed(request, visible_ts, shards)]
+            except CanopyError as exc:
+                if not exc.retryable:
+                    raise
+                log.info("query node %s failed a query (%s); reading here instead", address, exc)
+                return await here(shards)
+
+        results = await asyncio.gather(here(local), *(there(a, s) for a, s in remote.items()))
+        return [table for result in results for table in result]
 
     @staticmethod
     def _segments(

@@ -44,7 +44,7 @@ import shutil
 import tempfile
 import weakref
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -90,11 +90,14 @@ INDEX_RETRY = 5.0  # seconds before a graph that failed to load is tried again
 
 @dataclass(frozen=True, slots=True)
 class SealedSnapshot:
-    """What a read knew of one vchannel's memory when it took its growing segments."""
+    """What a read knew of one vchannel's memory when it took its growing segments.
+    ``source`` names that memory (:attr:`ChannelMemory.token`: one incarnation of the channel
+    on one node); ``generation`` is its :attr:`ChannelMemory.generation` then. A query node gets
+    both from the streaming node with the read."""
 
     collection_id: int
     vchannel: str
-    mem: ChannelMemory
+    source: str
     generation: int
     deletes: tuple[BufferedDelete, ...]
 
@@ -128,7 +131,7 @@ class _View:
     indexes: dict[int, tuple[IndexManifest, ...]] = field(default_factory=dict)  # by segment
     index_manifests: dict[str, IndexManifest] = field(default_factory=dict)  # by object key
     refreshed_at: float | None = None
-    mem: ChannelMemory | None = None
+    source: str | None = None
     generation: int = -1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -167,7 +170,7 @@ class SealedReader:
         deletes = tuple(
             d for d in mem.deletes if d.collection_id == collection_id and d.vchannel == vchannel
         )
-        return SealedSnapshot(collection_id, vchannel, mem, mem.generation, deletes)
+        return SealedSnapshot(collection_id, vchannel, mem.token, mem.generation, deletes)
 
     async def _open_cache(self) -> LocalCache:
         async with self._cache_lock:
@@ -182,39 +185,60 @@ class SealedReader:
                 )
             return self._cache
 
+    async def _view(self, snap: SealedSnapshot) -> _View:
+        """The snapshot's view, refreshed when the snapshot is of another memory or generation
+        than the last refresh, or ``refresh_interval`` has passed (call under ``view.lock``)."""
+        view = self._views.setdefault((snap.collection_id, snap.vchannel), _View())
+        now = self.clock.monotonic()
+        if (
+            view.refreshed_at is None
+            or view.source != snap.source
+            or view.generation != snap.generation
+            or now - view.refreshed_at >= self.refresh_interval
+        ):
+            await self._refresh(view, snap)
+            view.refreshed_at, view.source, view.generation = now, snap.source, snap.generation
+        return view
+
+    def _lock(self, snap: SealedSnapshot) -> asyncio.Lock:
+        return self._views.setdefault((snap.collection_id, snap.vchannel), _View()).lock
+
+    async def segment_ids(
+        self, snap: SealedSnapshot, partition_ids: Sequence[int] | None
+    ) -> list[int]:
+        """The sealed segments of the snapshot's vchannel (of ``partition_ids``; None: all),
+        by id, without loading any."""
+        async with self._lock(snap):
+            view = await self._view(snap)
+            return [
+                sid
+                for sid, m in sorted(view.manifests.items())
+                if partition_ids is None or m.partition_id in partition_ids
+            ]
+
     async def segments(
         self,
         snap: SealedSnapshot,
         partition_ids: Sequence[int] | None,
         *,
         field: str | None = None,
+        only: Collection[int] | None = None,
     ) -> list[SealedSegment]:
         """The loaded sealed segments of the snapshot's vchannel (of ``partition_ids``; None:
-        all), every known delete applied, and with ``field`` the newest index build of that
-        field attached (see the module docstring)."""
-        view = self._views.setdefault((snap.collection_id, snap.vchannel), _View())
-        async with view.lock:
-            now = self.clock.monotonic()
-            if (
-                view.refreshed_at is None
-                or view.mem is not snap.mem
-                or view.generation != snap.generation
-                or now - view.refreshed_at >= self.refresh_interval
-            ):
-                await self._refresh(view, snap)
-                view.refreshed_at, view.mem, view.generation = now, snap.mem, snap.generation
+        all; and among ``only`` when given), every known delete applied, and with ``field`` the
+        newest index build of that field attached (see the module docstring). A segment of
+        ``only`` the registry does not list (any more) is left out."""
+        async with self._lock(snap):
+            view = await self._view(snap)
             wanted = [
                 m
-                for _, m in sorted(view.manifests.items())
-                if partition_ids is None or m.partition_id in partition_ids
+                for sid, m in sorted(view.manifests.items())
+                if (partition_ids is None or m.partition_id in partition_ids)
+                and (only is None or sid in only)
             ]
             out = []
             for manifest in wanted:
-                entry = view.loaded.get(manifest.segment_id)
-                if entry is None:
-                    cache = await self._open_cache()
-                    seg = await SealedSegment.load(replace(manifest, delta_files=()), cache)
-                    entry = view.loaded[manifest.segment_id] = _Loaded(seg, manifest.partition_id)
+                entry = await self._load(view, manifest)
                 _apply_deletes(entry, view.logs, snap.deletes)
                 if field is not None:
                     await self._attach_index(
@@ -222,6 +246,51 @@ class SealedReader:
                     )
                 out.append(entry.seg)
             return out
+
+    async def _load(self, view: _View, manifest: SegmentManifest) -> _Loaded:
+        entry = view.loaded.get(manifest.segment_id)
+        if entry is None:
+            cache = await self._open_cache()
+            seg = await SealedSegment.load(replace(manifest, delta_files=()), cache)
+            entry = view.loaded[manifest.segment_id] = _Loaded(seg, manifest.partition_id)
+        return entry
+
+    async def preload(self, snap: SealedSnapshot, segment_id: int, fields: Sequence[str]) -> bool:
+        """Load ``segment_id`` of the snapshot's vchannel (only its collection and vchannel
+        are used) with the delete logs known now and the newest index of each of ``fields`` (a
+        query node taking a segment over, or keeping it current). The registry is re-read when
+        it does not list the segment yet or ``refresh_interval`` has passed; False when it still
+        does not (dropped meanwhile, or not registered yet)."""
+        async with self._lock(snap):
+            view = self._views[(snap.collection_id, snap.vchannel)]
+            now = self.clock.monotonic()
+            if (
+                view.refreshed_at is None
+                or segment_id not in view.manifests
+                or now - view.refreshed_at >= self.refresh_interval
+            ):
+                await self._refresh(view, snap)
+                view.refreshed_at = now
+            manifest = view.manifests.get(segment_id)
+            if manifest is None:
+                return False
+            entry = await self._load(view, manifest)
+            _apply_deletes(entry, view.logs, None)
+            for name in fields:
+                await self._attach_index(entry, view.indexes.get(segment_id, ()), name)
+            return True
+
+    def release(self, collection_id: int, vchannel: str, segment_ids: Collection[int]) -> int:
+        """Forget these loaded segments (served elsewhere now); returns how many were loaded.
+        A read holding one keeps using it."""
+        view = self._views.get((collection_id, vchannel))
+        if view is None:
+            return 0
+        return sum(view.loaded.pop(sid, None) is not None for sid in segment_ids)
+
+    def loaded_ids(self, collection_id: int, vchannel: str) -> set[int]:
+        view = self._views.get((collection_id, vchannel))
+        return set(view.loaded) if view is not None else set()
 
     async def _attach_index(
         self, entry: _Loaded, builds: Sequence[IndexManifest], field: str
@@ -342,13 +411,16 @@ class SealedReader:
 
 
 def _apply_deletes(
-    entry: _Loaded, logs: list[_DeltaLog], buffered: tuple[BufferedDelete, ...]
+    entry: _Loaded, logs: list[_DeltaLog], buffered: tuple[BufferedDelete, ...] | None
 ) -> None:
+    """Apply the delete logs not applied yet and (unless None) the buffered deletes."""
     seg, pid = entry.seg, entry.partition_id
     for log in logs[entry.logs_applied :]:
         if log.partition_id == pid:
             seg.apply_deletes(log.pks, log.ts)
     entry.logs_applied = len(logs)
+    if buffered is None:
+        return
     current = set()
     for d in buffered:
         current.add(d.message_id)

@@ -57,5 +57,6 @@ def test_bindings_load_with_the_runtime_protobuf_and_grpc() -> None:
         "Coordinator",
         "Catalog",
         "Streaming",
+        "QueryNode",
     }
     assert canopy_pb2_grpc.CoordinatorStub and canopy_pb2_grpc.add_StreamingServicer_to_server
