@@ -19,9 +19,12 @@ the rows get new ids, as in Milvus, which may hash to other vchannels than the o
 vchannel gets an upsert with only keys or only rows. Across vchannels an upsert is as atomic as
 an insert (each vchannel's part is; see above).
 
-Delete understands only ``<pk> in [..]`` (what ``delete(ids=...)`` sends, see
-:mod:`cluster.proxy.pk_expr`); any other filter is answered with code 3000 "delete by filter
-arrives with the read path" until filters can be evaluated.
+Delete takes ``<pk> in [..]`` (what ``delete(ids=...)`` sends, see :mod:`cluster.proxy.pk_expr`)
+as the keys to delete; any other filter (or a template) is a delete by filter: ``match_keys``
+(the proxy's :meth:`~cluster.proxy.query.QueryHandlers.primary_keys`, a query of the primary key
+at the request's consistency level, so the collection must be loaded) finds the keys, which are
+then deleted like ids, and ``delete_cnt`` is their number. Without ``match_keys`` a filter is
+answered with code 3000.
 
 Flush asks every streaming node owning one of the collection's vchannels to seal them and
 answers the union of the sealed segment ids with the largest flush timestamp. GetFlushState asks
@@ -32,7 +35,7 @@ proxy did not issue (another proxy, a restart) it sends the whole ticket to ever
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -58,6 +61,7 @@ from woodpecker.clock import Clock
 __all__ = ["DeleteByFilterNotSupported", "DmlHandlers"]
 
 T = TypeVar("T")
+MatchKeys = Callable[[milvus_pb2.DeleteRequest, str], Awaitable[np.ndarray | pa.Array]]
 
 
 class DeleteByFilterNotSupported(NotSupportedYet):
@@ -96,12 +100,14 @@ class DmlHandlers:
         clock: Clock,
         *,
         max_tickets: int = 1024,
+        match_keys: MatchKeys | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.router = router
         self.collections = collections
         self.clock = clock
         self.max_tickets = max_tickets
+        self.match_keys = match_keys
         self._tickets: OrderedDict[tuple[int, int], list[tuple[StreamingService, FlushTicket]]]
         self._tickets = OrderedDict()
 
@@ -259,7 +265,9 @@ class DmlHandlers:
         pk = coll.schema.primary_field
         pks = None if len(req.expr_template_values) else parse_pk_list(expr, pk)
         if pks is None:
-            raise DeleteByFilterNotSupported(expr)
+            if self.match_keys is None:
+                raise DeleteByFilterNotSupported(expr)
+            pks = await self.match_keys(req, db)
         partition_id: int | None = None
         if req.partition_name:
             partition = coll.write_partition(req.partition_name)

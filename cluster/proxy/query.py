@@ -17,6 +17,8 @@ Contract of :meth:`QueryHandlers.query`:
   orders by key and cuts ``offset``/``limit``. Rows come back in primary-key order.
 * Reply: ``fields_data`` (every output column, empty when nothing matched), ``output_fields``,
   ``primary_field_name``, ``session_ts``.
+
+:meth:`QueryHandlers.primary_keys` is the same query of the primary key for a delete by filter.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+import numpy as np
 import pyarrow as pa
 from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
 
@@ -160,3 +163,24 @@ class QueryHandlers:
             primary_field_name=pk,
             session_ts=session_ts,
         )
+
+    async def primary_keys(self, req: milvus_pb2.DeleteRequest, db: str) -> np.ndarray | pa.Array:
+        """The keys of the rows a delete's filter selects (Milvus' "complex delete"): a query of
+        the primary key over ``req.partition_name`` (every partition when empty) at the
+        request's consistency level, so it needs the collection loaded like any query. An int64
+        numpy array or an Arrow string array, as :func:`~cluster.proxy.pk_expr.parse_pk_list`."""
+        coll = await self.collections.get(db, req.collection_name)
+        pk = coll.schema.primary_field
+        query = milvus_pb2.QueryRequest(
+            collection_name=req.collection_name,
+            expr=req.expr,
+            output_fields=[pk.name],
+            partition_names=[req.partition_name] if req.partition_name else [],
+            consistency_level=req.consistency_level,
+        )
+        for key, value in req.expr_template_values.items():
+            query.expr_template_values[key].CopyFrom(value)
+        column = (await self.query(query, db)).fields_data[0].scalars
+        if pk.dtype == DataType.INT64:
+            return np.asarray(column.long_data.data, dtype=np.int64)
+        return pa.array(list(column.string_data.data), pa.string())

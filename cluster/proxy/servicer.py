@@ -92,13 +92,19 @@ class ProxyServicer(milvus_pb2_grpc.MilvusServiceServicer):
         self.deploy_mode = deploy_mode
         self.collections = Collections(catalog)
         self.ddl = DdlHandlers(coordinator, catalog, streaming_router, self.collections)
-        self.dml = DmlHandlers(coordinator, streaming_router, self.collections, clock)
         self.indexes = IndexHandlers(coordinator, catalog)
         reads = ReadSupport(coordinator, catalog)
         self.searches = SearchHandlers(
             coordinator, catalog, streaming_router, self.collections, reads
         )
         self.queries = QueryHandlers(streaming_router, self.collections, reads)
+        self.dml = DmlHandlers(
+            coordinator,
+            streaming_router,
+            self.collections,
+            clock,
+            match_keys=self.queries.primary_keys,
+        )
         # Connection identifiers: unique per proxy process, increasing (ms at start, then +1).
         self._identifiers = itertools.count(int(clock.now() * 1000))
         self._version = _canopy_version()

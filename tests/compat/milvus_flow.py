@@ -1,4 +1,4 @@
-"""The pymilvus ``MilvusClient`` write flow, as one reusable script.
+"""The pymilvus ``MilvusClient`` flow (writes and reads), as one reusable script.
 
 Importable (``run_flow(uri)`` returns the observations as a dict) and runnable on its own::
 
@@ -7,7 +7,7 @@ Importable (``run_flow(uri)`` returns the observations as a dict) and runnable o
 It depends only on pymilvus, numpy and the standard library, so it also runs in a separate venv
 with another pymilvus release (``tests/compat/test_pymilvus26.py`` runs it with 2.6.x). It
 asserts nothing: it records what the server answered (described schema, counts, primary keys,
-mutation timestamps, error codes) in a JSON-able dict, and ``check_flow_result`` in
+mutation timestamps, error codes, hits, rows) in a JSON-able dict, and ``check_flow_result`` in
 ``test_pymilvus_flow.py`` judges it.
 
 The flow, on an explicit schema (INT64 pk, FLOAT_VECTOR dim 8, VARCHAR, JSON, ARRAY of INT64,
@@ -17,9 +17,12 @@ dynamic field on):
 2. insert into ``_default`` and into partition ``p1``, upsert (changing ``UPSERT_CHANGED`` and
    adding ``UPSERT_NEW``), delete ``DELETED`` by ids, flush, describe again;
 3. three invalid requests (unknown collection, wrong dimension, too-long VARCHAR);
-4. release ``p1`` if it is loaded, drop it, drop the collection;
-5. with ``--quick-setup`` (default on): ``create_collection(name, dimension=8)``; a failure with
-   code 3000 (not supported yet) is recorded, not raised.
+4. the reads (``flow_reads.run_reads``): create_index HNSW and wait until every flushed row is
+   indexed, load, filtered searches, queries over JSON and arrays, get, delete by filter,
+   count(*), a partition search, a paged query, Strong reads of a row inserted just before;
+5. release ``p1`` if it is loaded, drop it, drop the collection;
+6. with ``--quick-setup`` (default on): ``create_collection(name, dimension=8)``, an insert and
+   Strong reads of it; a failure to create is recorded, not raised.
 
 With ``--pause-after-flush`` the script prints one JSON line ``{"event": "flushed", ...}`` to
 stdout after the flush and waits for a line on stdin before dropping anything, so a caller can
@@ -41,8 +44,10 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import flow_reads
 import numpy as np
 import pymilvus
+from flow_reads import jsonable
 from pymilvus import DataType, MilvusClient
 from pymilvus.client import ts_utils
 
@@ -58,6 +63,7 @@ PARTITION_IDS = list(range(100, 150))  # inserted into p1, title "p{i}"
 UPSERT_CHANGED = list(range(0, 10))  # upserted into _default, title "u{i}"
 UPSERT_NEW = [200, 201]  # upserted (new rows) into _default, title "u{i}"
 DELETED = [20, 21, 22, 120]  # deleted by ids (120 lives in p1)
+STRONG_ID = 300  # inserted after the reads began, read back at once with Strong consistency
 
 
 def title(tag: str, pk: int) -> str:
@@ -71,6 +77,7 @@ def flow_batches(seed: int = 7) -> dict[str, list[dict[str, Any]]]:
         "insert_default": make_rows(DEFAULT_IDS, "a", rng),
         "insert_partition": make_rows(PARTITION_IDS, "p", rng),
         "upsert": make_rows(UPSERT_CHANGED + UPSERT_NEW, "u", rng),
+        "strong": make_rows([STRONG_ID], "s", rng),
     }
 
 
@@ -91,8 +98,8 @@ def make_rows(ids: list[int], tag: str, rng: np.random.Generator) -> list[dict[s
             "id": i,
             "vec": rng.random(DIM, dtype=np.float32).tolist(),
             "title": title(tag, i),
-            "meta": {"i": i, "tag": tag},
-            "tags": [i, i + 1],
+            "meta": {"i": i, "tag": tag, "codes": [i % 5, i % 3]},
+            "tags": list(range(i, i + 1 + i % 3)),  # 1 to 3 elements
             "extra": i,  # not in the schema: goes to the dynamic field
         }
         for i in ids
@@ -100,20 +107,6 @@ def make_rows(ids: list[int], tag: str, rng: np.random.Generator) -> list[dict[s
 
 
 # --- observation helpers ---------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):  # also IntEnum (DataType)
-        return int(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
@@ -141,7 +134,7 @@ def normalize_description(desc: dict[str, Any]) -> dict[str, Any]:
                 "element_type": None
                 if f.get("element_type") is None
                 else int(f.get("element_type")),
-                "params": _jsonable(params),
+                "params": jsonable(params),
             }
         )
     return {
@@ -234,7 +227,7 @@ def _expect_error(fn: Callable[[], Any]) -> dict[str, Any]:
             answer = fn()
     except Exception as exc:  # the error is the observation
         return {"raised": True, **describe_error(exc)}
-    return {"raised": False, "answer": _jsonable(answer)}
+    return {"raised": False, "answer": jsonable(answer)}
 
 
 def _mutation(answer: dict[str, Any], count_key: str, ts: int | None) -> dict[str, Any]:
@@ -267,7 +260,7 @@ def run_flow(
     started = time.time()
     try:
         with TimestampRecorder() as stamps:
-            _run(flow, stamps, flow_batches(seed), on_flushed)
+            _run(flow, stamps, flow_batches(seed), on_flushed, expected_rows(seed))
             if quick_setup:
                 _quick_setup(flow)
             else:
@@ -293,6 +286,7 @@ def _run(
     stamps: TimestampRecorder,
     batches: dict[str, list[dict[str, Any]]],
     on_flushed: Callable[[dict[str, Any]], None] | None,
+    visible: dict[int, tuple[str, dict[str, Any]]],
 ) -> None:
     r = flow.result
     flow.at("connect")
@@ -362,6 +356,8 @@ def _run(
         ),
     }
 
+    flow_reads.run_reads(client, flow.at, r, COLLECTION, visible, batches["strong"][0])
+
     flow.at("drop_partition")
     state = client.get_load_state(COLLECTION, partition_name=PARTITION)["state"]
     r["partition_load_state"] = str(state)
@@ -380,8 +376,8 @@ def _run(
 
 
 def _quick_setup(flow: _Flow) -> None:
-    """``create_collection(name, dimension=d)``: CreateCollection + CreateIndex + Load. Until the
-    read path exists the server answers code 3000; that is recorded, anything else is too."""
+    """``create_collection(name, dimension=d)``: CreateCollection + CreateIndex + Load, an insert,
+    Strong reads of it. A failure to create is recorded (``ok`` False), not raised."""
     client = flow.client
     assert client is not None
     flow.at("quick_setup")
@@ -395,8 +391,10 @@ def _quick_setup(flow: _Flow) -> None:
         out["ok"] = True
         out["described"] = normalize_description(client.describe_collection(QUICK_COLLECTION))
         out["load_state"] = str(client.get_load_state(QUICK_COLLECTION)["state"])
-        rows = [{"id": i, "vector": [float(i)] * DIM, "color": "red"} for i in range(5)]
+        rows = flow_reads.quick_rows(DIM)
         out["insert_count"] = client.insert(QUICK_COLLECTION, rows).get("insert_count")
+        flow.at("quick_reads")
+        out["reads"] = flow_reads.quick_reads(client, QUICK_COLLECTION, rows)
     out["created"] = client.has_collection(QUICK_COLLECTION)
     if out["created"]:
         client.drop_collection(QUICK_COLLECTION)
@@ -414,7 +412,7 @@ def _pause(event: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Run the pymilvus MilvusClient write flow against a Milvus-compatible server "
+        description="Run the pymilvus MilvusClient flow against a Milvus-compatible server "
         "and write what it observed as JSON. Exit status 1 when a required step failed."
     )
     parser.add_argument("--uri", required=True, help="e.g. http://127.0.0.1:19530")

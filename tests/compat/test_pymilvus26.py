@@ -1,4 +1,4 @@
-"""The pymilvus 2.6.x compat job: the same write flow, run by the newest 2.6 release.
+"""The pymilvus 2.6.x compat job: the same MilvusClient flow, run by the newest 2.6 release.
 
 A session fixture builds a venv with ``pymilvus==PYMILVUS_26`` + numpy (nothing else from the
 main environment) and caches it under ``${XDG_CACHE_HOME:-~/.cache}/canopy/pymilvus26-venv``;
@@ -144,7 +144,7 @@ def _lines(stream: IO[str]) -> queue.Queue[str | None]:
     return q
 
 
-def test_write_flow_with_pymilvus_26(
+def test_flow_with_pymilvus_26(
     pymilvus26_python: Path, flow_target: FlowTarget, tmp_path: Path
 ) -> None:
     out = tmp_path / "result26.json"

@@ -1,5 +1,6 @@
-"""The reusable pymilvus write flow (``milvus_flow.py``) against a real ``canopy standalone`` and
-a LocalCluster (``flow_target`` in conftest.py).
+"""The reusable pymilvus MilvusClient flow (``milvus_flow.py``: writes, then index, load and
+reads from ``flow_reads.py``) against a real ``canopy standalone`` and a LocalCluster
+(``flow_target`` in conftest.py).
 
 The flow runs in-process with the pinned pymilvus (3.x); ``test_pymilvus26.py`` runs the same
 script with pymilvus 2.6.x in its own venv and judges it with the same ``check_flow_result``.
@@ -15,16 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import flow_reads as reads
 import grpc
 import milvus_flow as flow
 import numpy as np
 import pymilvus
+import pytest
 from pymilvus.grpc_gen import milvus_pb2, milvus_pb2_grpc
 from standalone_process import read_visible_rows
-
-# Quick setup (create_collection(name, dimension=d)) needs CreateIndex + LoadCollection, which
-# are being built; until then code 3000 is accepted. Flip to True once they land.
-QUICK_SETUP_REQUIRED = True
 
 TSO_LOGICAL_BITS = 18
 ROW_COLUMNS = ("id", "vec", "title", "meta", "tags", "$meta")
@@ -51,10 +50,29 @@ REQUIRED_STEPS = [
     "describe_after_writes",
     "on_flushed",
     "invalid_requests",
+    "create_index",
+    "load_collection",
+    "search",
+    "query",
+    "get",
+    "delete_by_filter",
+    "partition_search",
+    "query_page",
+    "strong_reads",
+    "drop_partition",  # p1 is loaded: released first
+    "release_partitions",
     "drop_partition",
     "drop_collection",
     "quick_setup",
+    "quick_reads",
 ]
+# rows flushed before create_index (inserts + upserts; deletes do not shrink a segment)
+FLUSHED_ROWS = (
+    len(flow.DEFAULT_IDS)
+    + len(flow.PARTITION_IDS)
+    + len(flow.UPSERT_CHANGED)
+    + len(flow.UPSERT_NEW)
+)
 
 
 @dataclass
@@ -97,7 +115,7 @@ def _physical_seconds(ts: int) -> float:
 def check_flow_result(
     result: dict[str, Any], snapshot: FlushedSnapshot | None, pymilvus_prefix: str
 ) -> None:
-    """Everything the write flow must observe, whichever pymilvus ran it."""
+    """Everything the flow must observe, whichever pymilvus ran it."""
     fatal = result.get("fatal")
     assert fatal is None, (
         f"flow failed at {fatal['step']}: {fatal['message']}\n{fatal['traceback']}"
@@ -177,24 +195,158 @@ def check_flow_result(
     assert result["has_collection_after_drop"] is False
     assert flow.COLLECTION not in result["list_collections_after_drop"]
 
-    # quick setup: works, or (until the read path lands) fails cleanly with code 3000
+    check_reads(result)
+
+    # quick setup: CreateCollection + CreateIndex + Load, then reads of a fresh insert
     quick = result["quick_setup"]
     assert quick["skipped"] is False
-    if quick["ok"]:
-        desc = quick["described"]
-        assert desc["enable_dynamic_field"] is True
-        assert [f["name"] for f in desc["fields"]] == ["id", "vector"]
-        assert desc["fields"][1]["params"] == {"dim": flow.DIM}
-        assert desc["consistency_level"] == 2  # Bounded, quick setup's default
-        assert "Loaded" in quick["load_state"], quick["load_state"]
-        assert quick["insert_count"] == 5
-    else:
-        assert not QUICK_SETUP_REQUIRED, f"quick setup failed: {quick['error']}"
-        assert quick["error"]["code"] == 3000, quick["error"]
+    assert quick["ok"], f"quick setup failed: {quick.get('error')}"
+    desc = quick["described"]
+    assert desc["enable_dynamic_field"] is True
+    assert [f["name"] for f in desc["fields"]] == ["id", "vector"]
+    assert desc["fields"][1]["params"] == {"dim": flow.DIM}
+    assert desc["consistency_level"] == 2  # Bounded, quick setup's default
+    assert "Loaded" in quick["load_state"], quick["load_state"]
+    assert quick["insert_count"] == 5
+    check_quick_reads(quick["reads"])
     assert quick["has_collection_after_drop"] is False
 
 
-def test_write_flow_with_pinned_pymilvus(flow_target: FlowTarget) -> None:
+# --- the reads -------------------------------------------------------------------------------
+
+
+def expected_fields(row: reads.Row, output_fields: tuple[str, ...]) -> dict[str, Any]:
+    """What a hit's entity / a query row holds for ``output_fields`` (``*``: every field)."""
+    names = (*reads.ROW_FIELDS, reads.VECTOR_FIELD) if "*" in output_fields else output_fields
+    return {name: row[name] for name in names}
+
+
+def _without_pk(entity: dict[str, Any], pk: int) -> dict[str, Any]:
+    """An entity minus its primary key (pymilvus adds it for ``*``), which must be ``pk``."""
+    assert entity.get("id", pk) == pk, entity
+    return {k: v for k, v in entity.items() if k != "id"}
+
+
+def _l2(a: list[float], b: list[float]) -> float:
+    diff = np.asarray(a, np.float32) - np.asarray(b, np.float32)
+    return float(np.dot(diff, diff))
+
+
+def check_search(
+    hits_per_query: list[list[dict[str, Any]]], case: reads.SearchCase, rows: reads.Rows
+) -> None:
+    """Hits are eligible rows (filter, partitions, not deleted), unique, sorted by ascending
+    squared L2 distance equal to the one computed here, with the newest row's output fields."""
+    assert len(hits_per_query) == len(case.targets), case.name
+    eligible = {
+        pk
+        for pk, (partition, row) in rows.items()
+        if case.matches(row) and (case.partitions is None or partition in case.partitions)
+    }
+    for target, hits in zip(case.targets, hits_per_query, strict=True):
+        query = rows[target][1][reads.VECTOR_FIELD]
+        ids = [h["id"] for h in hits]
+        assert len(hits) == min(reads.SEARCH_LIMIT, len(eligible)), (case.name, ids)
+        assert len(set(ids)) == len(ids), (case.name, ids)
+        assert set(ids) <= eligible, (case.name, sorted(set(ids) - eligible))
+        distances = [h["distance"] for h in hits]
+        assert distances == sorted(distances), (case.name, distances)
+        for hit in hits:
+            row = rows[hit["id"]][1]
+            true = _l2(row[reads.VECTOR_FIELD], query)
+            assert hit["distance"] == pytest.approx(true, rel=1e-4, abs=1e-5), (case.name, hit)
+            got = _without_pk(hit["entity"], hit["id"])
+            assert got == expected_fields(row, case.output_fields), (case.name, hit)
+        if case.target_found_first:
+            assert ids[0] == target, (case.name, target, ids)
+            assert distances[0] == pytest.approx(0.0, abs=1e-5), (case.name, distances)
+
+
+def _query_rows(rows: reads.Rows, output_fields: tuple[str, ...], pks: list[int]) -> list[Any]:
+    return [{"id": pk, **expected_fields(rows[pk][1], output_fields)} for pk in sorted(pks)]
+
+
+def check_reads(result: dict[str, Any]) -> None:
+    """The read steps (``flow_reads.run_reads``) against the rows the writes left visible."""
+    rows = flow.expected_rows()
+
+    index = result["index"]
+    assert index["list_indexes"] == [reads.VECTOR_FIELD]
+    described = index["described"]
+    assert not index["timed_out"], index
+    assert {k: str(described.get(k)) for k in ("field_name", "index_type", "metric_type")} == {
+        "field_name": reads.VECTOR_FIELD,
+        "index_type": "HNSW",
+        "metric_type": reads.INDEX_METRIC,
+    }
+    assert {k: str(described.get(k)) for k in reads.INDEX_PARAMS} == {
+        k: str(v) for k, v in reads.INDEX_PARAMS.items()
+    }
+    assert described["state"] == "Finished", described
+    assert described["indexed_rows"] == described["total_rows"], described
+    assert len(rows) <= described["total_rows"] <= FLUSHED_ROWS, described
+    assert described["pending_index_rows"] == 0, described
+    assert "Loaded" in result["load_state"], result["load_state"]
+
+    for case in reads.SEARCH_CASES:
+        check_search(result["searches"][case.name], case, rows)
+    for case in reads.QUERY_CASES:
+        pks = [pk for pk, (_, row) in rows.items() if case.matches(row)]
+        assert pks, f"query case {case.name} selects nothing"
+        got = sorted(result["queries"][case.name], key=lambda r: r["id"])
+        assert got == _query_rows(rows, case.output_fields, pks), case.name
+    assert result["count"] == len(rows)
+    present = [pk for pk in reads.get_ids(rows) if pk in rows]
+    got = sorted(result["get"], key=lambda r: r["id"])
+    assert got == _query_rows(rows, ("*",), present)
+
+    remaining = dict(rows)
+    for d in reads.FILTER_DELETES:
+        doomed = [pk for pk, (_, row) in remaining.items() if d.matches(row)]
+        assert doomed and result["filter_deletes"][d.name] == len(doomed), (d.name, doomed)
+        for pk in doomed:
+            del remaining[pk]
+    assert remaining == reads.rows_after_filter_deletes(rows)
+    assert result["count_after_filter_deletes"] == len(remaining)
+    assert result["get_filter_deleted"] == []
+    check_search(result["partition_search"], reads.PARTITION_SEARCH, remaining)
+    page = sorted(remaining)[reads.PAGE_OFFSET : reads.PAGE_OFFSET + reads.PAGE_LIMIT]
+    assert result["query_page"] == _query_rows(remaining, ("title",), page)
+
+    strong_row = flow.flow_batches()["strong"][0]
+    strong = result["strong"]
+    assert strong["insert_count"] == 1
+    assert strong["query"] == [
+        {"id": strong_row["id"], **expected_fields(strong_row, reads.ROW_FIELDS)}
+    ]
+    [[hit]] = strong["search"]
+    assert hit["id"] == strong_row["id"] and hit["entity"] == {"title": strong_row["title"]}
+    assert hit["distance"] == pytest.approx(0.0, abs=1e-5)
+    assert strong["count"] == len(remaining) + 1
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def check_quick_reads(quick: dict[str, Any]) -> None:
+    """Quick setup's index (COSINE) serves a Strong search of the rows inserted just before."""
+    rows = reads.quick_rows(flow.DIM)
+    assert quick["indexes"] == ["vector"]
+    assert quick["index"]["metric_type"] == "COSINE", quick["index"]
+    [hits] = quick["search"]
+    target = rows[reads.QUICK_TARGET]["vector"]
+    want = sorted(rows, key=lambda r: -_cosine(r["vector"], target))[: len(hits)]
+    assert len(hits) == 3
+    assert [h["id"] for h in hits] == [r["id"] for r in want]
+    for hit, row in zip(hits, want, strict=True):
+        assert hit["distance"] == pytest.approx(_cosine(row["vector"], target), abs=1e-5)
+        assert hit["entity"] == {"color": row["color"]}
+    assert quick["query"] == [{"id": r["id"], "color": "red"} for r in rows if r["color"] == "red"]
+
+
+def test_flow_with_pinned_pymilvus(flow_target: FlowTarget) -> None:
     snapshots: list[FlushedSnapshot] = []
     result = flow.run_flow(
         flow_target.uri,
