@@ -2,7 +2,8 @@
 the ``pytest11`` entry point once Canopy is installed).
 
 * ``local_cluster`` (session): a :class:`~integration.cluster.LocalCluster` -- coordinator,
-  2 proxies, 2 streaming nodes -- on etcd and SeaweedFS that it starts itself. Tests share it:
+  2 proxies, 2 streaming nodes, 2 query nodes, 1 data node -- on etcd and SeaweedFS that it
+  starts itself. Tests share it:
   use your own collection names. For crash tests make your own ``LocalCluster`` per test.
 * ``local_cluster_services`` (session): ``(etcd, s3)`` services the cluster should use instead
   of starting its own; ``(None, None)`` by default. Override it in a ``conftest.py`` to reuse
@@ -35,6 +36,8 @@ def local_cluster(
     with LocalCluster(
         proxies=2,
         streaming_nodes=2,
+        query_nodes=2,
+        data_nodes=1,
         etcd=etcd,
         s3=s3,
         work_dir=tmp_path_factory.mktemp("canopy-cluster"),

@@ -3,7 +3,7 @@ server in a background thread over memory stores, ``test_pymilvus_ddl.Background
 
 ``flow_target``: the pymilvus flows run against ``canopy standalone`` (a real process with
 embedded storage) and against the shared LocalCluster (coordinator + 2 proxies + 2 streaming
-nodes as processes on etcd + SeaweedFS)."""
++ 2 query + 1 data nodes as processes on etcd + SeaweedFS)."""
 
 from __future__ import annotations
 
