@@ -23,8 +23,7 @@ from cluster.proto import canopy_pb2 as pb
 from cluster.proto import canopy_pb2_grpc as pb_grpc
 from cluster.query.node import QueryNode, ShardRead
 from cluster.results import PartialResult
-from cluster.rpc.errors import call
-from cluster.rpc.server import MAX_MESSAGE_BYTES, RpcChannel, handler
+from cluster.rpc.server import ServiceClient, handler
 from cluster.rpc.streaming import (
     _ipc,
     decode_array,
@@ -37,7 +36,6 @@ from cluster.rpc.streaming import (
 )
 from cluster.streaming.flushing import BufferedDelete
 from cluster.streaming.sealed import SealedSnapshot
-from woodpecker.clock import Clock, RealClock
 from woodpecker.message import MessageId
 
 __all__ = ["QueryNodeClient", "QueryNodeServicer", "decode_shards", "encode_shards"]
@@ -115,34 +113,15 @@ class QueryNodeServicer(pb_grpc.QueryNodeServicer):
         return pb.QueryReply(table=_ipc(table).to_pybytes())
 
 
-class QueryNodeClient:
+class QueryNodeClient(ServiceClient):
     """Reads of the query node at ``target`` (``host:port``) over one channel; ``timeout``
-    bounds each attempt. ``await close()`` when done."""
+    bounds each attempt; reads are retried for ``retry_for`` seconds (default 0: see the module
+    docstring). ``await close()`` when done."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = 30.0,
-        retry_for: float = 0.0,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        clock: Clock | None = None,
-    ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.retry_for = retry_for
-        self.clock: Clock = clock or RealClock()
-        self._channel = RpcChannel(target, max_message_bytes=max_message_bytes)
+    service = "QueryNode"
 
-    async def _call(self, method: Any, name: str, request: object) -> Any:
-        return await call(
-            method,
-            request,
-            what=f"QueryNode/{name} at {self.target}",
-            attempt_timeout=self.timeout,
-            retry_for=self.retry_for,
-            clock=self.clock,
-        )
+    def __init__(self, target: str, *, retry_for: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(target, retry_for=retry_for, **kwargs)
 
     def _stub(self) -> pb_grpc.QueryNodeStub:
         return self._channel.stub(pb_grpc.QueryNodeStub)
@@ -153,7 +132,7 @@ class QueryNodeClient:
         msg = pb.SealedSearchRequest(
             search=encode_search(request), shards=encode_shards(shards), visible_ts=visible_ts
         )
-        reply = await self._call(self._stub().SearchSealed, "SearchSealed", msg)
+        reply = await self._call(self._stub().SearchSealed, "SearchSealed", msg, retry=True)
         return PartialResult.from_table(decode_table(reply.hits), reply.topks)
 
     async def query_sealed(
@@ -162,8 +141,5 @@ class QueryNodeClient:
         msg = pb.SealedQueryRequest(
             query=encode_query(request), shards=encode_shards(shards), visible_ts=visible_ts
         )
-        reply = await self._call(self._stub().QuerySealed, "QuerySealed", msg)
+        reply = await self._call(self._stub().QuerySealed, "QuerySealed", msg, retry=True)
         return decode_table(reply.table)
-
-    async def close(self) -> None:
-        await self._channel.close()

@@ -20,7 +20,8 @@ from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
-from cluster.rpc.errors import encode_error
+from cluster.rpc.errors import call, encode_error
+from woodpecker.clock import Clock, RealClock
 from woodpecker.errors import CanopyError
 
 __all__ = [
@@ -195,3 +196,46 @@ class RpcChannel:
         self._stubs.clear()
         if channel is not None:
             await channel.close()
+
+
+class ServiceClient:
+    """What the clients of our services share: one :class:`RpcChannel` to ``target``;
+    ``_call`` bounds each attempt by ``timeout`` and, with ``retry``, retries transport failures
+    for up to ``retry_for`` seconds (:func:`cluster.rpc.errors.call`). ``service`` names the
+    service in errors. ``await close()`` (or ``async with``) when done."""
+
+    service = "service"
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 30.0,
+        retry_for: float = 5.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        clock: Clock | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self.clock: Clock = clock or RealClock()
+        self._channel = RpcChannel(target, max_message_bytes=max_message_bytes)
+
+    async def _call(self, method: Any, name: str, request: object, *, retry: bool) -> Any:
+        return await call(
+            method,
+            request,
+            what=f"{self.service}/{name} at {self.target}",
+            attempt_timeout=self.timeout,
+            retry_for=self.retry_for if retry else 0.0,
+            clock=self.clock,
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

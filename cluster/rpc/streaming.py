@@ -45,9 +45,7 @@ from cluster.interfaces import (
 from cluster.proto import canopy_pb2 as pb
 from cluster.proto import canopy_pb2_grpc as pb_grpc
 from cluster.results import PartialResult
-from cluster.rpc.errors import call
-from cluster.rpc.server import MAX_MESSAGE_BYTES, RpcChannel, handler
-from woodpecker.clock import Clock, RealClock
+from cluster.rpc.server import ServiceClient, handler
 from woodpecker.errors import InvalidArgument
 
 __all__ = [
@@ -490,36 +488,13 @@ class StreamingServicer(pb_grpc.StreamingServicer):
 # --- client ---------------------------------------------------------------------------------
 
 
-class StreamingClient:
+class StreamingClient(ServiceClient):
     """A :class:`~cluster.interfaces.StreamingService` answered by the streaming node at
     ``target`` (``host:port``) over one channel. ``timeout`` bounds each attempt, ``retry_for``
     the retries of flush, flush_state and drop_collection (see the module docstring).
     ``await close()`` (or ``async with``) when done."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = 30.0,
-        retry_for: float = 5.0,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        clock: Clock | None = None,
-    ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.retry_for = retry_for
-        self.clock: Clock = clock or RealClock()
-        self._channel = RpcChannel(target, max_message_bytes=max_message_bytes)
-
-    async def _call(self, method: Any, name: str, request: object, *, retry: bool) -> Any:
-        return await call(
-            method,
-            request,
-            what=f"Streaming/{name} at {self.target}",
-            attempt_timeout=self.timeout,
-            retry_for=self.retry_for if retry else 0.0,
-            clock=self.clock,
-        )
+    service = "Streaming"
 
     def _stub(self) -> pb_grpc.StreamingStub:
         return self._channel.stub(pb_grpc.StreamingStub)
@@ -577,12 +552,3 @@ class StreamingClient:
         msg = encode_query(request)
         reply = await self._call(self._stub().Query, "Query", msg, retry=True)
         return decode_table(reply.table)
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> StreamingClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()

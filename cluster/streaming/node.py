@@ -41,8 +41,8 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -89,6 +89,9 @@ from woodpecker.objectstore.base import ObjectStore
 
 if TYPE_CHECKING:
     from cluster.query.routing import QueryRouter
+    from cluster.rpc.query import QueryNodeClient
+
+R = TypeVar("R")
 
 __all__ = ["THREAD_READ_WORK", "NodeStatus", "StreamingNode"]
 
@@ -645,10 +648,8 @@ class StreamingNode:
         schema: CollectionSchema,
         stored: pa.Schema,
     ) -> list[PartialResult]:
-        """The sealed hits of a search: from the query nodes that have the segments loaded,
-        the rest (and whatever a failed query node had) read here."""
+        """The sealed hits of a search (see :meth:`_delegate`)."""
         pk = schema.primary_field.name
-        remote, local = await self._plan_sealed(snaps, request.partition_ids)
 
         async def here(shards: Sequence[ShardRead | SealedSnapshot]) -> list[PartialResult]:
             segments = await self._local_sealed(shards, request.partition_ids, request.anns_field)
@@ -659,19 +660,10 @@ class StreamingNode:
                 self.sealed.strategies,
             )  # fmt: skip
 
-        async def there(address: str, shards: list[ShardRead]) -> list[PartialResult]:
-            assert self.query_router is not None
-            try:
-                client = self.query_router.client(address)
-                return [await client.search_sealed(request, visible_ts, shards)]
-            except CanopyError as exc:
-                if not exc.retryable:
-                    raise
-                log.info("query node %s failed a search (%s); reading here instead", address, exc)
-                return await here(shards)
+        async def there(client: QueryNodeClient, shards: list[ShardRead]) -> PartialResult:
+            return await client.search_sealed(request, visible_ts, shards)
 
-        results = await asyncio.gather(here(local), *(there(a, s) for a, s in remote.items()))
-        return [part for result in results for part in result]
+        return await self._delegate(snaps, request.partition_ids, here, there)
 
     async def _query_sealed(
         self,
@@ -682,8 +674,7 @@ class StreamingNode:
         pk: str,
         stored: pa.Schema,
     ) -> list[pa.Table]:
-        """The sealed rows of a query (see :meth:`_search_sealed`)."""
-        remote, local = await self._plan_sealed(snaps, request.partition_ids)
+        """The sealed rows of a query (see :meth:`_delegate`)."""
 
         async def here(shards: Sequence[ShardRead | SealedSnapshot]) -> list[pa.Table]:
             segments = await self._local_sealed(shards, request.partition_ids)
@@ -691,19 +682,35 @@ class StreamingNode:
                 return []
             return await query_sealed(segments, request, plan, visible_ts, pk, stored)
 
-        async def there(address: str, shards: list[ShardRead]) -> list[pa.Table]:
+        async def there(client: QueryNodeClient, shards: list[ShardRead]) -> pa.Table:
+            return await client.query_sealed(request, visible_ts, shards)
+
+        return await self._delegate(snaps, request.partition_ids, here, there)
+
+    async def _delegate(
+        self,
+        snaps: list[SealedSnapshot],
+        partition_ids: Sequence[int] | None,
+        here: Callable[[Sequence[ShardRead | SealedSnapshot]], Awaitable[list[R]]],
+        there: Callable[[QueryNodeClient, list[ShardRead]], Awaitable[R]],
+    ) -> list[R]:
+        """The sealed part of a read, concurrently: ``there`` from each query node that has
+        segments of it loaded, ``here`` for the rest and for the share of a query node whose
+        call failed with a retryable error (unreachable, closing)."""
+        remote, local = await self._plan_sealed(snaps, partition_ids)
+
+        async def ask(address: str, shards: list[ShardRead]) -> list[R]:
             assert self.query_router is not None
             try:
-                client = self.query_router.client(address)
-                return [await client.query_sealed(request, visible_ts, shards)]
+                return [await there(self.query_router.client(address), shards)]
             except CanopyError as exc:
                 if not exc.retryable:
                     raise
-                log.info("query node %s failed a query (%s); reading here instead", address, exc)
+                log.info("query node %s failed a read (%s); reading here instead", address, exc)
                 return await here(shards)
 
-        results = await asyncio.gather(here(local), *(there(a, s) for a, s in remote.items()))
-        return [table for result in results for table in result]
+        results = await asyncio.gather(here(local), *(ask(a, s) for a, s in remote.items()))
+        return [part for result in results for part in result]
 
     @staticmethod
     def _segments(
