@@ -163,6 +163,13 @@ class CoordinatorService(Protocol):
         DescribeIndex numbers), its state as of ``as_of_ts`` (0: every segment); see
         :func:`~cluster.coordinator.index_builds.summarize`."""
 
+    async def load_progress(
+        self, collection_id: int, partition_ids: Sequence[int] | None = None
+    ) -> int:
+        """Percent (0-100) of the collection's sealed segments (of ``partition_ids``; None:
+        every partition) that a live query node has loaded; 100 when there are none, or no
+        query node is live (the streaming nodes serve the segments then)."""
+
 
 class StreamingService(Protocol):
     """What the proxy asks the streaming node that owns a vchannel's physical channel."""

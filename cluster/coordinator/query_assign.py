@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from cluster.coordinator.records import LOADS_PREFIX, LoadInfo
@@ -54,6 +55,7 @@ __all__ = [
     "assign_key",
     "loaded_key",
     "parse_loaded_key",
+    "query_load_progress",
 ]
 
 log = logging.getLogger(__name__)
@@ -359,3 +361,33 @@ class SegmentBalancer:
             with contextlib.suppress(CanopyError):
                 await mirror.close()
         self._done.set()
+
+
+async def query_load_progress(
+    meta: MetaStore, collection_id: int, partition_ids: Sequence[int] | None = None
+) -> int:
+    """Percent (0-100, rounded down) of the collection's flushed segments (of
+    ``partition_ids``; None: all) that a live query node has announced loaded; 100 when it has
+    none or no query node is live (the streaming nodes serve the segments then)."""
+    live = set()
+    for kv in await meta.range(role_prefix(QUERY)):
+        with contextlib.suppress(ValueError, KeyError):
+            live.add(SessionInfo.decode(kv.value).node_id)
+    if not live:
+        return 100
+    wanted = set()
+    for kv in await meta.range(f"{SEGMENTS_PREFIX}{collection_id:020d}/"):
+        with contextlib.suppress(ValueError, KeyError):
+            raw = json.loads(kv.value)
+            if raw.get("state", "flushed") == "flushed" and (
+                partition_ids is None or int(raw["partition_id"]) in partition_ids
+            ):
+                wanted.add(int(raw["segment_id"]))
+    if not wanted:
+        return 100
+    held = set()
+    for kv in await meta.range(LOADED_PREFIX):
+        parsed = parse_loaded_key(kv.key)
+        if parsed is not None and parsed[0] in live and parsed[1] == collection_id:
+            held.add(parsed[2])
+    return len(wanted & held) * 100 // len(wanted)

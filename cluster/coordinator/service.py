@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from cluster.coordinator.catalog import Catalog
@@ -47,6 +48,7 @@ from cluster.coordinator.index_builds import (
     IndexBuilds,
 )
 from cluster.coordinator.index_scheduler import BuildQueue, IndexBuildScheduler
+from cluster.coordinator.query_assign import query_load_progress
 from cluster.coordinator.records import CollectionInfo
 from cluster.coordinator.tso import TimestampOracle
 from cluster.interfaces import SegmentInfo
@@ -241,6 +243,11 @@ class LocalCoordinator:
     async def list_segments(self, collection_id: int) -> list[SegmentInfo]:
         kvs = await self.meta.range(segments_prefix(collection_id))
         return [SegmentRecord.decode(kv.value).info() for kv in kvs]
+
+    async def load_progress(
+        self, collection_id: int, partition_ids: Sequence[int] | None = None
+    ) -> int:
+        return await query_load_progress(self.meta, collection_id, partition_ids)
 
     # --- beyond the Protocol -------------------------------------------------------------------
 

@@ -65,6 +65,11 @@ class CoordinatorStub(object):
                 request_serializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressRequest.SerializeToString,
                 response_deserializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressReply.FromString,
                 _registered_method=True)
+        self.LoadProgress = channel.unary_unary(
+                '/canopy.v1.Coordinator/LoadProgress',
+                request_serializer=cluster_dot_proto_dot_canopy__pb2.LoadProgressRequest.SerializeToString,
+                response_deserializer=cluster_dot_proto_dot_canopy__pb2.LoadProgressReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -108,6 +113,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadProgress(self, request, context):
+        """A read: retried on transport failures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +152,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.IndexBuildProgress,
                     request_deserializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressRequest.FromString,
                     response_serializer=cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressReply.SerializeToString,
+            ),
+            'LoadProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadProgress,
+                    request_deserializer=cluster_dot_proto_dot_canopy__pb2.LoadProgressRequest.FromString,
+                    response_serializer=cluster_dot_proto_dot_canopy__pb2.LoadProgressReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +322,33 @@ class Coordinator(object):
             '/canopy.v1.Coordinator/IndexBuildProgress',
             cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressRequest.SerializeToString,
             cluster_dot_proto_dot_canopy__pb2.IndexBuildProgressReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canopy.v1.Coordinator/LoadProgress',
+            cluster_dot_proto_dot_canopy__pb2.LoadProgressRequest.SerializeToString,
+            cluster_dot_proto_dot_canopy__pb2.LoadProgressReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,8 +19,11 @@ What is true today, and answered as such:
   so it returns once the segments flushed before are indexed; on an empty collection at once
   (segments flushed later build in the background, ``pending_index_rows > 0`` meanwhile).
   GetIndexState and GetIndexBuildProgress use the index's create timestamp (as Milvus).
-- Query nodes do not exist yet: a load is a catalog record, complete when written, so
-  GetLoadingProgress answers 100 and GetLoadState ``Loaded`` at once; nothing is in memory.
+- A load is a catalog record; GetLoadState answers ``Loaded`` once it is written (reads work at
+  once: the streaming nodes serve what no query node has loaded yet). GetLoadingProgress
+  answers the percentage of the loaded scope's sealed segments that live query nodes have
+  loaded (``load_progress``; 100 without query nodes), so pymilvus' ``load_collection``, which
+  polls it, returns once the query nodes hold the data, as with Milvus.
 
 Milvus behaviours kept on purpose (clients and test suites rely on them):
 
@@ -227,8 +230,16 @@ class IndexHandlers:
                 if one.state is not LoadState.LOADED:
                     raise PartitionNotLoaded(name)
             raise CollectionNotLoaded(req.collection_name)
+        pids: list[int] | None = None  # the scope asked about: named, else what is loaded
+        if partitions:
+            coll = await self.catalog.describe_collection(db, req.collection_name)
+            by_name = {p.name: p.partition_id for p in coll.partitions}
+            pids = [by_name[n] for n in partitions if n in by_name]
+        elif not state.load_all:
+            pids = list(state.partition_ids)
+        percent = await self.coordinator.load_progress(state.collection_id, pids)
         return milvus_pb2.GetLoadingProgressResponse(
-            status=ok_status(), progress=100, refresh_progress=100
+            status=ok_status(), progress=percent, refresh_progress=percent
         )
 
     async def get_load_state(

@@ -101,6 +101,11 @@ class MemoryCoordinator:
         total = sum(s.rows for s in await self.list_segments(collection_id))
         return IndexBuildProgress(0, total, total, ProgressState.FINISHED)
 
+    async def load_progress(
+        self, collection_id: int, partition_ids: Sequence[int] | None = None
+    ) -> int:
+        return 100  # no query nodes
+
 
 @dataclass(frozen=True)
 class Upserted:

@@ -145,6 +145,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer, pb_grpc.CatalogServicer):
         )
         return _progress_pb(progress)
 
+    @handler(pb.LoadProgressReply)
+    async def LoadProgress(self, request: pb.LoadProgressRequest, context: Ctx):
+        pids = list(request.partition_ids) if request.has_partitions else None
+        percent = await self.coordinator.load_progress(request.collection_id, pids)
+        return pb.LoadProgressReply(percent=percent)
+
     # --- Catalog -------------------------------------------------------------------------------
 
     @handler(pb.SettingsReply)
@@ -649,6 +655,16 @@ class CoordinatorClient:
             collection_id=collection_id, index_id=index_id, as_of_ts=as_of_ts
         )
         return _progress(await self._call("IndexBuildProgress", request, idempotent=True))
+
+    async def load_progress(
+        self, collection_id: int, partition_ids: Sequence[int] | None = None
+    ) -> int:
+        request = pb.LoadProgressRequest(
+            collection_id=collection_id,
+            has_partitions=partition_ids is not None,
+            partition_ids=list(partition_ids or ()),
+        )
+        return int((await self._call("LoadProgress", request, idempotent=True)).percent)
 
     async def close(self) -> None:
         await self._channel.close()

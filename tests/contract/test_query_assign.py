@@ -16,6 +16,7 @@ from cluster.coordinator.query_assign import (
     SegmentAssignment,
     SegmentBalancer,
     loaded_key,
+    query_load_progress,
 )
 from cluster.coordinator.records import LoadInfo, LoadState, load_key
 from cluster.coordinator.service import SegmentRecord, segment_key
@@ -180,3 +181,20 @@ async def test_a_move_whose_target_dies_falls_back_to_the_old_node(
     )
     assert set(done) == {1, 2}
     await a.close()
+
+
+async def test_load_progress_counts_segments_live_query_nodes_announced(meta: MetaStore) -> None:
+    await register(meta, 1, 10, partition_id=1)
+    await register(meta, 2, 10, partition_id=2)
+    assert await query_load_progress(meta, CID) == 100  # no query node: streaming nodes serve
+    a = await node(meta)
+    assert await query_load_progress(meta, CID) == 0
+    await meta.put(loaded_key(a.node_id, CID, 1), b"1", lease=a.lease_id)
+    assert await query_load_progress(meta, CID) == 50
+    assert await query_load_progress(meta, CID, [1]) == 100
+    assert await query_load_progress(meta, CID, [2]) == 0
+    assert await query_load_progress(meta, CID + 1) == 100  # nothing flushed there
+    b = await node(meta)
+    await a.close()  # its markers go with its lease
+    assert await query_load_progress(meta, CID) == 0
+    await b.close()
