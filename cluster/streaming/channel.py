@@ -156,6 +156,8 @@ class ChannelOwner:
         self._writer = None
         self._lock = asyncio.Lock()  # timestamp + append order
         self._queue: deque[_Pending] = deque()  # appended, not yet applied (WAL order)
+        self._writes_queued = 0  # messages of _queue that are not time ticks
+        self._ticking = False  # the lock is held by the time tick loop
         self._pending_bytes = 0
         self._space = asyncio.Event()
         self._space.set()
@@ -203,10 +205,12 @@ class ChannelOwner:
     @property
     def quiescent(self) -> bool:
         """No write is between taking its timestamp and being applied (the channel lock is
-        free and nothing appended waits for its ack). Then every write stamped at or below any
-        timestamp the oracle has already issued is applied: a write that takes its timestamp
-        later gets a larger one."""
-        return not self._queue and not self._lock.locked()
+        free or held for a time tick, and no appended message but time ticks waits for its
+        ack). Then every write stamped at or below any timestamp the oracle has already issued
+        is applied: a write that takes its timestamp later gets a larger one. Time ticks carry
+        no rows, so one in flight (on S3 an append waits up to the WAL's group-commit interval)
+        never delays a read."""
+        return not self._writes_queued and (self._ticking or not self._lock.locked())
 
     async def wait_readable(self, ts: int) -> int:
         """Wait until every write stamped at or below ``ts`` (a timestamp the oracle has
@@ -589,6 +593,8 @@ class ChannelOwner:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending = _Pending(msg, ack, done, len(encoded.payload))
         self._queue.append(pending)
+        if msg.type is not MessageType.TIME_TICK:
+            self._writes_queued += 1
         self._pending_bytes += pending.nbytes
         if self._pending_bytes > self.config.max_pending_bytes:
             self._space.clear()
@@ -610,6 +616,8 @@ class ChannelOwner:
         """Apply acknowledged messages from the head of the queue, in WAL order."""
         while self._queue and self._queue[0].ack.done():
             p = self._queue.popleft()
+            if p.msg.type is not MessageType.TIME_TICK:
+                self._writes_queued -= 1
             self._pending_bytes -= p.nbytes
             err: BaseException | None = None
             if p.ack.cancelled():
@@ -660,8 +668,12 @@ class ChannelOwner:
                 continue
             async with self._lock:
                 self._check_usable()
-                ts = await self.coordinator.allocate_timestamp()
-                pending = self._append(time_tick_message(ts))
+                self._ticking = True
+                try:
+                    ts = await self.coordinator.allocate_timestamp()
+                    pending = self._append(time_tick_message(ts))
+                finally:
+                    self._ticking = False
             await asyncio.shield(pending.done)
 
     # --- background: seal, flush, persist deletes, checkpoint ----------------------------------

@@ -358,6 +358,27 @@ async def test_a_quiescent_channel_does_not_wait_for_a_time_tick(env: Env) -> No
         await slow.close()
 
 
+async def test_a_time_tick_in_flight_does_not_delay_a_read(env: Env) -> None:
+    """On S3 a time tick waits up to the WAL's group-commit interval for its ack; a read must
+    not wait for it (it carries no rows)."""
+    await env.insert([1], np.ones((1, DIM), np.float32))
+    env.objects.gate.clear()  # every append from now on stays in flight
+    owners = [env.node.owner(p) for p in env.node.channels]
+    for _ in range(400):
+        if all(o._queue for o in owners):
+            break
+        await asyncio.sleep(0.005)
+    assert all(o._queue for o in owners), "no time tick got in flight"
+    assert all(o.quiescent for o in owners)
+    guarantee = await env.coordinator.allocate_timestamp()
+    assert all(env.node.service_ts(v) < guarantee for v in env.vchannels)
+    # the gate stays closed: a read that waited for the tick would never finish
+    table = await asyncio.wait_for(env.node.query(env.query(guarantee_ts=guarantee)), 5)
+    assert visible_ts_of(table) >= guarantee
+    assert table.column("id").to_pylist() == [1]
+    env.objects.gate.set()
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
