@@ -283,7 +283,17 @@ def reduce_search(
     offset: int = 0,
 ) -> PartialResult:
     """The merged :class:`PartialResult` of ``parts`` (see the module docstring). ``fields``
-    are gathered from the parts (all parts must have the same columns, or none)."""
+    are gathered from the parts (all parts must have the same columns, or none). When only
+    one part has hits and merging would not change it, that part itself is returned."""
+    metric = Metric.parse(metric)
+    used = [p for p in parts if p.num_hits]
+    if (
+        len(used) == 1
+        and offset == 0
+        and all(p.nq == nq for p in parts)
+        and _already_reduced(used[0], limit, metric.higher_is_better)
+    ):
+        return used[0]
     sel = select_hits(parts, nq, metric, limit, offset)
     int_pks = all(p.pks.dtype.kind in "iu" for p in parts) if parts else True
     if not len(sel.part):
@@ -301,6 +311,28 @@ def reduce_search(
         tables = [p.fields if p.num_hits else _no_rows(p.fields, parts) for p in parts]
         fields = pa.concat_tables(tables, promote_options="default").take(pa.array(flat))
     return PartialResult(sel.topks, pks, scores, ts, fields)
+
+
+def _already_reduced(p: PartialResult, limit: int, higher_is_better: bool) -> bool:
+    """Whether ``p`` alone is its own merge (offset 0): integer keys, at most ``limit`` hits
+    per query, no key twice in one query, hits best first with equal scores in key order.
+    A few vectorised checks: the merge itself costs several times more (one part with hits
+    is the common case: one sealed segment, or a node's already merged answer)."""
+    pks, scores = p.pks, p.scores
+    if pks.dtype.kind not in "iu" or limit < 1 or int(p.topks.max()) > limit:
+        return False
+    if len(pks) < 2:
+        return True
+    query = p.query_of_hits()
+    same = query[1:] == query[:-1]
+    a, b = scores[:-1], scores[1:]
+    better = a > b if higher_is_better else a < b
+    in_order = better | ((a == b) & (pks[:-1] < pks[1:]))
+    if not np.all(in_order | ~same):
+        return False
+    order = np.lexsort((pks, query))
+    k, q = pks[order], query[order]
+    return not np.any((k[1:] == k[:-1]) & (q[1:] == q[:-1]))
 
 
 def _no_rows(fields: pa.Table | None, parts: Sequence[PartialResult]) -> pa.Table:
