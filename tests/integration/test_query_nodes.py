@@ -46,6 +46,9 @@ def cluster(
         s3=seaweedfs_service,
         work_dir=tmp_path / "cluster",
         session_ttl=2.0,
+        # the test counts segments per node: no compaction merging them meanwhile (the shared
+        # cluster of the compat flows compacts)
+        config={"datanode": {"compaction": False}},
     ) as c:
         yield c
 
@@ -124,7 +127,9 @@ def test_segments_spread_deletes_reach_them_and_a_killed_node_is_replaced(
         "vec", index_type="HNSW", metric_type="L2", params={"M": 16, "efConstruction": 100}
     )
     client.create_index(COLLECTION, params)
-    client.load_collection(COLLECTION)
+    client.load_collection(COLLECTION)  # returns once the query nodes hold every segment
+    assigned, loaded = serving(cluster)
+    assert len(assigned) >= BATCHES and set().union(*loaded.values()) >= set(assigned)
 
     # every sealed segment is assigned and loaded, on both query nodes
     def spread() -> tuple | None:
@@ -162,7 +167,10 @@ def test_segments_spread_deletes_reach_them_and_a_killed_node_is_replaced(
         try:
             got = top_ids(client, queries)
             if got != after:
-                failures.append(f"results changed at {time.monotonic() - started:.1f}s: {got}")
+                failures.append(
+                    f"results changed at {time.monotonic() - started:.1f}s: {got} != {after} "
+                    f"(serving: {serving(cluster)})"
+                )
         except Exception as exc:
             failures.append(f"{time.monotonic() - started:.1f}s: {exc}")
         if moved_after is None:
