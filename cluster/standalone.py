@@ -25,6 +25,7 @@ from cluster.coordinator.ids import IdAllocator
 from cluster.coordinator.service import LocalCoordinator
 from cluster.coordinator.sessions import NODE_IDS_KEY
 from cluster.datanode.worker import IndexBuildWorker
+from cluster.proxy.meta_cache import CachedCatalog
 from cluster.proxy.routing import StaticRouter
 from cluster.proxy.server import ProxyServer
 from cluster.proxy.servicer import ProxyServicer
@@ -84,6 +85,7 @@ class Standalone:
         self.coordinator: LocalCoordinator | None = None
         self.node: StreamingNode | None = None
         self.worker: IndexBuildWorker | None = None
+        self.meta_cache: CachedCatalog | None = None
         self.server: ProxyServer | None = None
 
     @property
@@ -120,7 +122,11 @@ class Standalone:
             await self.node.start()
             if cfg.index_builds:
                 await self._start_worker()
-            servicer = ProxyServicer(self.coordinator, catalog, StaticRouter(self.node), self.clock)
+            self.meta_cache = CachedCatalog(catalog, self.meta, self.clock)
+            await self.meta_cache.open()
+            servicer = ProxyServicer(
+                self.coordinator, self.meta_cache, StaticRouter(self.node), self.clock
+            )
             self.server = ProxyServer(servicer, cfg.host, cfg.port)
             await self.server.start()
         except BaseException:
@@ -153,6 +159,8 @@ class Standalone:
             await self.server.stop(grace=5.0)
         if self.worker is not None:
             await self.worker.close()
+        if self.meta_cache is not None:
+            await self.meta_cache.close()
         if self.node is not None:
             await self.node.close()
         if self.coordinator is not None:

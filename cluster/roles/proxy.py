@@ -12,6 +12,7 @@ import logging
 
 from cluster.config import CanopyConfig
 from cluster.proxy.discovery import SessionRouter
+from cluster.proxy.meta_cache import CachedCatalog
 from cluster.proxy.server import ProxyServer
 from cluster.proxy.servicer import ProxyServicer
 from cluster.roles.base import Role
@@ -48,7 +49,10 @@ class ProxyRole(Role):
         await self.router.start()
         self.on_stop("router", self.router.close)
         self.supervise("the channel router", self.router.wait())
-        servicer = ProxyServicer(coordinator, coordinator.catalog, self.router, self.clock)
+        catalog = CachedCatalog(coordinator.catalog, meta, self.clock)
+        await catalog.open()
+        self.on_stop("metadata cache", catalog.close)
+        servicer = ProxyServicer(coordinator, catalog, self.router, self.clock)
         self.server = ProxyServer(servicer, cfg.proxy.host, cfg.proxy.port)
         await self.server.start()
         self.on_stop("Milvus API server", self.server.stop)

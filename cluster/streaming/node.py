@@ -698,6 +698,8 @@ class StreamingNode:
         segments of it loaded, ``here`` for the rest and for the share of a query node whose
         call failed with a retryable error (unreachable, closing)."""
         remote, local = await self._plan_sealed(snaps, partition_ids)
+        if not remote:  # no query node involved (standalone): no task per read
+            return await here(local) if local else []
 
         async def ask(address: str, shards: list[ShardRead]) -> list[R]:
             assert self.query_router is not None
