@@ -87,6 +87,15 @@ class DataNodeSection:
     poll_interval: float = 1.0  # seconds an idle worker waits before asking for work again
     build_lease: float = 30.0  # seconds a build stays with its node without a heartbeat
     session_ttl: float = 10.0  # `canopy data-node`: seconds without keepalive before it is gone
+    compaction: bool = True  # merge small sealed segments and purge deleted rows
+    compaction_interval: float = 10.0  # seconds between planning passes of a worker
+    compaction_small_rows: int = 100_000  # segments below this many rows are merged
+    compaction_max_inputs: int = 16  # segments merged into one at most
+    compaction_max_rows: int = 200_000  # rows of a merged segment at most
+    compaction_delete_ratio: float = 0.2  # rewrite a segment once deletes hit this share of rows
+    compaction_retention: float = 5.0  # deletes newer than now minus this are never purged
+    compaction_drop_delay: float = 10.0  # seconds compacted segments stay readable after commit
+    compaction_lease: float = 30.0  # seconds a compaction stays with its node without heartbeat
 
 
 @dataclass
@@ -157,6 +166,17 @@ class CanopyConfig:
             raise ConfigError(
                 "datanode.poll_interval, datanode.build_lease and datanode.session_ttl must be "
                 "positive"
+            )
+        if (
+            min(dn.compaction_interval, dn.compaction_lease, dn.compaction_max_rows) <= 0
+            or dn.compaction_max_inputs < 2
+            or min(dn.compaction_small_rows, dn.compaction_retention, dn.compaction_drop_delay) < 0
+            or not 0 < dn.compaction_delete_ratio <= 1
+        ):
+            raise ConfigError(
+                "datanode.compaction_*: interval, lease and max_rows must be positive, "
+                "max_inputs >= 2, small_rows, retention and drop_delay >= 0, and delete_ratio "
+                "in (0, 1]"
             )
         if self.log.format not in ("text", "json"):
             raise ConfigError(f"log.format must be text or json, got {self.log.format!r}")

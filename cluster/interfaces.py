@@ -49,7 +49,7 @@ class FlushTicket:
 class SegmentInfo:
     """A sealed segment as the coordinator's registry knows it: written to object storage
     (Parquet + manifest under ``cluster/storage`` layout) by the streaming node that owned
-    ``vchannel``. ``state`` is ``"flushed"`` (later: ``"dropped"`` once compacted away)."""
+    ``vchannel``. ``state`` is ``"flushed"``, or ``"dropped"`` once compacted away."""
 
     collection_id: int
     partition_id: int

@@ -41,6 +41,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol, TypeVar
 
 from cluster.coordinator.records import (
     INDEXES_PREFIX,
@@ -63,10 +64,14 @@ __all__ = [
     "BuildTask",
     "IndexBuildProgress",
     "IndexBuilds",
+    "Leased",
+    "LeasedRecord",
     "ProgressState",
     "build_key",
+    "cas_transition",
     "collection_of",
     "decode_build",
+    "expire_records",
     "summarize",
 ]
 
@@ -133,8 +138,59 @@ class BuildPolicy:
         return min(self.max_retry_delay, self.retry_delay * 2 ** max(0, failures - 1))
 
 
+class Leased(Protocol):
+    """A leased task record (a :class:`BuildRecord`, or a compaction record in
+    ``compactions.py``): a frozen dataclass with these fields, so the pure transitions below
+    (``claim_build`` ... ``release_build``, :func:`cas_transition`, :func:`expire_records`)
+    serve every kind of task."""
+
+    state: BuildState
+    attempt: int
+    failures: int
+    node_id: int | None
+    lease_deadline: float
+    retry_at: float
+    progress: float
+    error: str
+    updated_at: float
+
+    @property
+    def key(self) -> str: ...
+
+    def held_by(self, node_id: int, attempt: int) -> bool: ...
+
+    def claimable(self, now: float) -> bool: ...
+
+    def encode(self) -> bytes: ...
+
+
+L = TypeVar("L", bound=Leased)
+
+
+class LeasedRecord:
+    """Methods every leased record shares (mixed into frozen dataclasses with the
+    :class:`Leased` fields): the holder check, claimability and the JSON encoding."""
+
+    state: BuildState
+    node_id: int | None
+    attempt: int
+    retry_at: float
+
+    def held_by(self, node_id: int, attempt: int) -> bool:
+        return self.state is BuildState.BUILDING and (self.node_id, self.attempt) == (
+            node_id,
+            attempt,
+        )
+
+    def claimable(self, now: float) -> bool:
+        return self.state is BuildState.PENDING and self.retry_at <= now
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class BuildRecord:
+class BuildRecord(LeasedRecord):
     """The value of ``index_builds/{collection_id:020d}/{index_id:020d}/{segment_id:020d}``."""
 
     collection_id: int
@@ -162,18 +218,6 @@ class BuildRecord:
     @property
     def key(self) -> str:
         return build_key(self.collection_id, self.index_id, self.segment_id)
-
-    def held_by(self, node_id: int, attempt: int) -> bool:
-        return self.state is BuildState.BUILDING and (self.node_id, self.attempt) == (
-            node_id,
-            attempt,
-        )
-
-    def claimable(self, now: float) -> bool:
-        return self.state is BuildState.PENDING and self.retry_at <= now
-
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
 
     @staticmethod
     def decode(value: bytes) -> BuildRecord:
@@ -233,7 +277,7 @@ def new_build(
     )
 
 
-def claim_build(r: BuildRecord, node_id: int, now: float, lease: float) -> BuildRecord:
+def claim_build(r: L, node_id: int, now: float, lease: float) -> L:
     if not r.claimable(now):
         raise BuildConflict(f"{r.key} is {r.state} (retry at {r.retry_at}), not claimable")
     return replace(
@@ -248,8 +292,8 @@ def claim_build(r: BuildRecord, node_id: int, now: float, lease: float) -> Build
 
 
 def heartbeat_build(
-    r: BuildRecord, node_id: int, attempt: int, now: float, lease: float, progress: float
-) -> BuildRecord:
+    r: L, node_id: int, attempt: int, now: float, lease: float, progress: float
+) -> L:
     _check_holder(r, node_id, attempt)
     return replace(r, lease_deadline=now + lease, progress=progress, updated_at=now)
 
@@ -273,19 +317,19 @@ def finish_build(
 
 
 def fail_build(
-    r: BuildRecord,
+    r: L,
     node_id: int,
     attempt: int,
     error: str,
     retryable: bool,
     now: float,
     policy: BuildPolicy,
-) -> BuildRecord:
+) -> L:
     _check_holder(r, node_id, attempt)
     return _back_off(r, error, retryable, now, policy)
 
 
-def expire_build(r: BuildRecord, now: float, policy: BuildPolicy) -> BuildRecord:
+def expire_build(r: L, now: float, policy: BuildPolicy) -> L:
     """A building record whose lease passed goes back to pending (claimable at once)."""
     if r.state is not BuildState.BUILDING or r.lease_deadline > now:
         raise BuildConflict(f"{r.key}: lease not expired")
@@ -294,13 +338,13 @@ def expire_build(r: BuildRecord, now: float, policy: BuildPolicy) -> BuildRecord
     return replace(expired, retry_at=now) if expired.state is BuildState.PENDING else expired
 
 
-def release_build(r: BuildRecord, node_id: int, attempt: int, now: float) -> BuildRecord:
+def release_build(r: L, node_id: int, attempt: int, now: float) -> L:
     """The holder gives the build back unfinished (it is stopping): pending, no failure."""
     _check_holder(r, node_id, attempt)
     return replace(r, state=BuildState.PENDING, lease_deadline=0.0, retry_at=now, updated_at=now)
 
 
-def _check_holder(r: BuildRecord, node_id: int, attempt: int) -> None:
+def _check_holder(r: Leased, node_id: int, attempt: int) -> None:
     if not r.held_by(node_id, attempt):
         raise BuildConflict(
             f"{r.key} is {r.state} by node {r.node_id} attempt {r.attempt}, "
@@ -308,9 +352,7 @@ def _check_holder(r: BuildRecord, node_id: int, attempt: int) -> None:
         )
 
 
-def _back_off(
-    r: BuildRecord, error: str, retryable: bool, now: float, policy: BuildPolicy
-) -> BuildRecord:
+def _back_off(r: L, error: str, retryable: bool, now: float, policy: BuildPolicy) -> L:
     failures = r.failures + 1 if retryable else r.failures
     base = replace(r, lease_deadline=0.0, error=error, failures=failures, updated_at=now)
     if retryable and failures < policy.max_failures:
@@ -409,6 +451,61 @@ def _segment_facts(kv: KeyValue) -> SegmentFacts | None:
     )
 
 
+async def cas_transition(
+    meta: MetaStore,
+    key: str,
+    decode: Callable[[KeyValue], L | None],
+    token: tuple[int, int],
+    change: Callable[[L], L],
+    done: BuildState | None = None,
+) -> BuildOutcome:
+    """Apply ``change`` to the leased record at ``key`` by CAS, re-reading after a lost race.
+    A refused change (:class:`BuildConflict`) is ``STALE``, unless the record already is
+    ``done`` by ``token`` ``(node_id, attempt)`` (a report retried after its reply was lost:
+    ``OK``); a missing record is ``GONE``."""
+    for _ in range(_ATTEMPTS):
+        kv = await meta.get(key)
+        if kv is None:
+            return BuildOutcome.GONE
+        record = decode(kv)
+        if record is None:
+            return BuildOutcome.STALE
+        try:
+            new = change(record)
+        except BuildConflict as exc:
+            if record.state is done and (record.node_id, record.attempt) == token:
+                return BuildOutcome.OK
+            log.info("stale report: %s", exc)
+            return BuildOutcome.STALE
+        if await meta.cas(key, new.encode(), expected_version=kv.version):
+            return BuildOutcome.OK
+    raise BuildConflict(f"{key}: too much contention")
+
+
+async def expire_records(
+    meta: MetaStore,
+    clock: Clock,
+    policy: BuildPolicy,
+    candidates: Iterable[KeyValue],
+    decode: Callable[[KeyValue], L | None],
+) -> int:
+    """Move every ``building`` record of ``candidates`` whose lease passed back to pending (or
+    to failed after ``policy.max_failures``), each by CAS. Returns how many moved."""
+    now = clock.now()
+    moved = 0
+    for kv in candidates:
+        record = decode(kv)
+        if record is None or record.state is not BuildState.BUILDING:
+            continue
+        if record.lease_deadline > now:
+            continue
+        new = expire_build(record, now, policy)
+        if await meta.cas(kv.key, new.encode(), expected_version=kv.version):
+            log.warning("%s: %s -> %s", kv.key, new.error, new.state)
+            moved += 1
+    return moved
+
+
 class IndexBuilds:
     """Build records and their transitions on a MetaStore (no background work; safe from many
     tasks and processes at once: every write is a CAS or a guarded txn)."""
@@ -478,6 +575,16 @@ class IndexBuilds:
             if await self._create(guard, missing):
                 return len(missing)
         raise BuildConflict(f"index builds of segment {segment_id}: too much contention")
+
+    async def drop_segments(self, collection_id: int, segment_ids: Iterable[int]) -> int:
+        """Delete the build records of these segments (dropped by a compaction), every index.
+        A worker building one then gets ``GONE`` and deletes its files. Returns deleted."""
+        _, indexes = await self._catalog(collection_id)
+        deleted = 0
+        for info in indexes:
+            for sid in segment_ids:
+                deleted += await self.meta.delete(build_key(collection_id, info.index_id, sid))
+        return deleted
 
     async def _create(self, guard: list[Compare], records: Sequence[BuildRecord]) -> bool:
         for start in range(0, len(records), _TXN_BUILDS):
@@ -553,27 +660,9 @@ class IndexBuilds:
         change: Callable[[BuildRecord], BuildRecord],
         done: BuildState | None = None,
     ) -> BuildOutcome:
-        """Apply ``change`` to ``task``'s record by CAS, re-reading after a lost race. A
-        refused change is ``STALE``, unless the record already is ``done`` by the task's token
-        (a report retried after its reply was lost: ``OK``)."""
-        token = (task.node_id, task.attempt)
-        for _ in range(_ATTEMPTS):
-            kv = await self.meta.get(task.key)
-            if kv is None:
-                return BuildOutcome.GONE
-            record = decode_build(kv)
-            if record is None:
-                return BuildOutcome.STALE
-            try:
-                new = change(record)
-            except BuildConflict as exc:
-                if record.state is done and (record.node_id, record.attempt) == token:
-                    return BuildOutcome.OK
-                log.info("stale build report: %s", exc)
-                return BuildOutcome.STALE
-            if await self.meta.cas(task.key, new.encode(), expected_version=kv.version):
-                return BuildOutcome.OK
-        raise BuildConflict(f"{task.key}: too much contention")
+        return await cas_transition(
+            self.meta, task.key, decode_build, (task.node_id, task.attempt), change, done
+        )
 
     async def heartbeat(self, task: BuildTask, progress: float = 0.0) -> BuildOutcome:
         now = self.clock.now()
@@ -625,19 +714,7 @@ class IndexBuilds:
         too many failures). Returns how many moved."""
         if candidates is None:
             candidates = await self.meta.range(BUILDS_PREFIX)
-        now = self.clock.now()
-        moved = 0
-        for kv in candidates:
-            record = decode_build(kv)
-            if record is None or record.state is not BuildState.BUILDING:
-                continue
-            if record.lease_deadline > now:
-                continue
-            new = expire_build(record, now, self.policy)
-            if await self.meta.cas(kv.key, new.encode(), expected_version=kv.version):
-                log.warning("index build %s: %s -> %s", kv.key, new.error, new.state)
-                moved += 1
-        return moved
+        return await expire_records(self.meta, self.clock, self.policy, candidates, decode_build)
 
     async def release_all(self, *, except_node: int | None = None) -> int:
         """Every building record not held by ``except_node`` back to pending: for a process

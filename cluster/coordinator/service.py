@@ -25,6 +25,10 @@ Contract of :class:`LocalCoordinator`:
   the scheduler (records follow index and collection DDL, leases expire); ``wait()`` raises if
   either fails. Without it, claims read ``index_builds/`` directly and records appear only for
   segments registered here.
+- **Compactions** (``compactions.py``): ``compactions`` holds the plan records; with
+  ``allocate_timestamp`` and ``allocate_ids`` that makes the coordinator a worker's
+  ``CompactionSource`` (``cluster/datanode/compaction.py``), which plans, runs and commits
+  them (the commit txn registers the output and drops the inputs here, in ``segments/``).
 
 Keys: ``cluster/coordinator/META.md`` ("Coordinator service").
 """
@@ -38,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from cluster.coordinator.catalog import Catalog
+from cluster.coordinator.compactions import CompactionPolicy, Compactions
 from cluster.coordinator.ids import IdAllocator
 from cluster.coordinator.index_builds import (
     BuildOutcome,
@@ -139,6 +144,7 @@ class LocalCoordinator:
         id_batch: int = DEFAULT_ID_BATCH,
         build_policy: BuildPolicy | None = None,
         schedule_index_builds: bool = False,
+        compaction_policy: CompactionPolicy | None = None,
     ) -> None:
         self.meta = meta
         self.clock: Clock = clock or RealClock()
@@ -148,6 +154,7 @@ class LocalCoordinator:
         self.tso = tso or TimestampOracle(meta, self.clock)
         self._ids = IdAllocator(meta, IDS_KEY, batch=id_batch)
         self.index_builds = IndexBuilds(meta, self.clock, build_policy)
+        self.compactions = Compactions(meta, self.clock, compaction_policy)
         self._schedule = schedule_index_builds
         self.build_queue: BuildQueue | None = None
         self.build_scheduler: IndexBuildScheduler | None = None
@@ -236,6 +243,8 @@ class LocalCoordinator:
                         old,
                     )
                 record = old
+        if record.state != "flushed":
+            return  # compacted away since (a re-report after a crash): no index builds
         await self.index_builds.sync_segment(
             collection_id, record.partition_id, segment_id, record.rows, record.flushed_ts
         )

@@ -1,5 +1,5 @@
-"""The data node: builds indexes of sealed segments (and, later, compacts segments and
-collects garbage).
+"""The data node: builds indexes of sealed segments and compacts them (merges small ones,
+purges deleted rows: :mod:`cluster.datanode.compaction`); garbage collection comes later.
 
 :class:`~cluster.datanode.worker.IndexBuildWorker` claims index builds from a
 :class:`~cluster.datanode.worker.BuildSource` (the coordinator in-process, or a

@@ -20,6 +20,11 @@ Contract of :class:`IndexBuildWorker`:
   worker (``wait()`` raises it).
 - ``close()`` cancels running builds and releases them (back to pending at once, so another
   worker need not wait for the lease to expire); returns when everything stopped.
+- **Compaction**: given ``compactions``, or when the source is also a
+  :class:`~cluster.datanode.compaction.CompactionSource` (``LocalCoordinator`` is; so every
+  embedded worker and ``canopy standalone`` compacts), and ``compaction`` is true, the worker
+  runs a :class:`~cluster.datanode.compaction.Compactor` beside the build loop (started,
+  supervised by ``wait()`` and closed with it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cluster.coordinator.index_builds import BuildOutcome, BuildResult, BuildTask
+from cluster.datanode.compaction import CompactionSource, Compactor
 from cluster.index import IndexSpec, build_index, delete_index, index_manifest_key
 from cluster.storage import SegmentCorrupt, SegmentNotFound, SegmentPath, read_manifest
 from woodpecker.clock import Clock, RealClock
@@ -75,7 +81,7 @@ class WorkerStats:
 _NOT_RETRYABLE = (SegmentNotFound, SegmentCorrupt, InvalidArgument)
 
 
-def _classify(exc: BaseException) -> tuple[str, bool]:
+def classify_error(exc: BaseException) -> tuple[str, bool]:
     """``(message, retryable)`` of a build error."""
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, _NOT_RETRYABLE):
@@ -101,6 +107,8 @@ class IndexBuildWorker:
         num_threads: int = -1,
         retry_delay: float = 0.2,
         max_retry_delay: float = 5.0,
+        compaction: bool = True,
+        compactions: CompactionSource | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -119,6 +127,19 @@ class IndexBuildWorker:
         self._builds: dict[asyncio.Task[BuildOutcome], BuildTask] = {}
         self._loop: asyncio.Task[None] | None = None
         self._closing = False
+        self.compactor: Compactor | None = None
+        if compactions is None and isinstance(source, CompactionSource):
+            compactions = source
+        if compaction and compactions is not None:
+            self.compactor = Compactor(
+                compactions,
+                objects,
+                node_id,
+                clock=self.clock,
+                root=root,
+                retry_delay=retry_delay,
+                max_retry_delay=max_retry_delay,
+            )
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -128,11 +149,31 @@ class IndexBuildWorker:
         self._loop = asyncio.get_running_loop().create_task(
             self._run(), name=f"index-build-worker-{self.node_id}"
         )
-        log.info("index build worker %d started (%d at a time)", self.node_id, self.concurrency)
+        if self.compactor is not None:
+            await self.compactor.start()
+        log.info(
+            "index build worker %d started (%d at a time; compaction %s)",
+            self.node_id,
+            self.concurrency,
+            "on" if self.compactor is not None else "off",
+        )
 
     async def wait(self) -> None:
         """Until the worker stops: raises what stopped it (``close()`` returns quietly)."""
         assert self._loop is not None, "not started"
+        parts: list[asyncio.Future[None]] = [asyncio.ensure_future(self._wait_builds())]
+        if self.compactor is not None:
+            parts.append(asyncio.ensure_future(self.compactor.wait()))
+        try:
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            for part in done:
+                part.result()
+        finally:
+            for part in parts:
+                part.cancel()
+
+    async def _wait_builds(self) -> None:
+        assert self._loop is not None
         try:
             await asyncio.shield(self._loop)
         except asyncio.CancelledError:
@@ -143,6 +184,8 @@ class IndexBuildWorker:
 
     async def close(self) -> None:
         self._closing = True
+        if self.compactor is not None:
+            await self.compactor.close()
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(BaseException):
@@ -204,7 +247,13 @@ class IndexBuildWorker:
         progress = [0.0]
         work = asyncio.ensure_future(self._build(task, progress))
         try:
-            lost = await self._heartbeat_until_done(task, work, progress)
+            lost = await heartbeat_until_done(
+                self.clock,
+                task.lease,
+                work,  # type: ignore[arg-type]
+                lambda: self.source.heartbeat_index_build(task, progress[0]),
+                task.key,
+            )
         finally:
             if not work.done():
                 work.cancel()
@@ -214,7 +263,7 @@ class IndexBuildWorker:
             return await self._abandon(task, lost)
         exc = work.exception()
         if exc is not None:
-            message, retryable = _classify(exc)
+            message, retryable = classify_error(exc)
             self.stats.failed += 1
             outcome = await self._report(
                 lambda: self.source.fail_index_build(task, message, retryable)
@@ -228,26 +277,6 @@ class IndexBuildWorker:
         if outcome in (BuildOutcome.GONE, BuildOutcome.STALE):
             return await self._abandon(task, outcome)
         return outcome
-
-    async def _heartbeat_until_done(
-        self, task: BuildTask, work: asyncio.Future[BuildResult], progress: list[float]
-    ) -> BuildOutcome | None:
-        interval = max(task.lease / 3, 0.01)
-        while True:
-            sleeper = asyncio.ensure_future(self.clock.sleep(interval))
-            try:
-                await asyncio.wait({work, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-            if work.done():
-                return None
-            try:
-                outcome = await self.source.heartbeat_index_build(task, progress[0])
-            except CanopyError as exc:  # the lease may still hold; keep building
-                log.warning("heartbeat of %s failed: %s", task.key, exc)
-                continue
-            if outcome is not BuildOutcome.OK:
-                return outcome
 
     async def _build(self, task: BuildTask, progress: list[float]) -> BuildResult:
         manifest = await read_manifest(
@@ -290,13 +319,54 @@ class IndexBuildWorker:
     async def _report(self, call: Callable[[], Awaitable[BuildOutcome]]) -> BuildOutcome:
         """A report to the source, retried while the error is retryable (the lease may run out
         meanwhile: then the next holder redoes the build, which finds the files in place)."""
-        delay = self.retry_delay
-        while True:
-            try:
-                return await call()
-            except CanopyError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("index build report failed: %s; retrying in %.2f s", exc, delay)
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, self.max_retry_delay)
+        return await report_retrying(call, self.clock, self.retry_delay, self.max_retry_delay)
+
+
+# --- shared with the compaction worker (cluster/datanode/compaction.py) --------------------------
+
+
+async def heartbeat_until_done(
+    clock: Clock,
+    lease: float,
+    work: asyncio.Future[object],
+    heartbeat: Callable[[], Awaitable[BuildOutcome]],
+    what: str,
+) -> BuildOutcome | None:
+    """Call ``heartbeat`` every ``lease / 3`` seconds until ``work`` is done (then None) or a
+    heartbeat answers other than ``OK`` (returned: the task was lost). A failed heartbeat is
+    logged and retried at the next beat (the lease may still hold)."""
+    interval = max(lease / 3, 0.01)
+    while True:
+        sleeper = asyncio.ensure_future(clock.sleep(interval))
+        try:
+            await asyncio.wait({work, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+        if work.done():
+            return None
+        try:
+            outcome = await heartbeat()
+        except CanopyError as exc:
+            log.warning("heartbeat of %s failed: %s", what, exc)
+            continue
+        if outcome is not BuildOutcome.OK:
+            return outcome
+
+
+async def report_retrying(
+    call: Callable[[], Awaitable[BuildOutcome]],
+    clock: Clock,
+    retry_delay: float,
+    max_retry_delay: float,
+) -> BuildOutcome:
+    """``call()``, retried with back-off while its error is retryable."""
+    delay = retry_delay
+    while True:
+        try:
+            return await call()
+        except CanopyError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("task report failed: %s; retrying in %.2f s", exc, delay)
+            await clock.sleep(delay)
+            delay = min(delay * 2, max_retry_delay)

@@ -18,7 +18,7 @@ from cluster.coordinator.query_assign import SegmentBalancer
 from cluster.coordinator.service import LocalCoordinator
 from cluster.coordinator.sessions import SessionRegistry
 from cluster.roles.base import Role
-from cluster.roles.datanode import build_policy, start_embedded_worker
+from cluster.roles.datanode import build_policy, compaction_policy, start_embedded_worker
 from cluster.rpc.coordinator import CoordinatorServicer
 from cluster.rpc.server import RpcServer
 from woodpecker.clock import Clock, RealClock
@@ -55,6 +55,7 @@ class CoordinatorRole(Role):
             catalog=catalog,
             build_policy=build_policy(cfg),
             schedule_index_builds=True,
+            compaction_policy=compaction_policy(cfg),
         )
         await coordinator.start()
         self.on_stop("timestamp oracle and index build scheduler", coordinator.close)

@@ -6,8 +6,14 @@ Pure data and ObjectStore I/O; no cluster roles. Entry points: :func:`write_segm
 :func:`append_deltas`, :func:`read_deltas`, :func:`list_segments`, :func:`delete_segment`.
 """
 
-from cluster.storage.deltas import append_deltas, read_deltas
-from cluster.storage.errors import SegmentCorrupt, SegmentExists, SegmentNotFound
+from cluster.storage.deltas import FENCE_PROPERTY, append_deltas, read_deltas
+from cluster.storage.errors import (
+    SegmentCorrupt,
+    SegmentDropped,
+    SegmentExists,
+    SegmentFenced,
+    SegmentNotFound,
+)
 from cluster.storage.layout import (
     FORMAT_VERSION,
     STATE_DROPPED,
@@ -31,6 +37,7 @@ from cluster.storage.segment_files import (
 from cluster.storage.segment_reader import ReadStats, SegmentReader, read_segment
 
 __all__ = [
+    "FENCE_PROPERTY",
     "FORMAT_VERSION",
     "ROW_ID",
     "STATE_DROPPED",
@@ -42,7 +49,9 @@ __all__ = [
     "ParquetOptions",
     "ReadStats",
     "SegmentCorrupt",
+    "SegmentDropped",
     "SegmentExists",
+    "SegmentFenced",
     "SegmentManifest",
     "SegmentNotFound",
     "SegmentPath",

@@ -5,6 +5,12 @@ visible only once the manifest lists it (a compare-and-swap on the manifest's et
 conflict), so concurrent appenders all land. A file that never made it into the manifest (its
 appender crashed) is invisible; the next appender skips its number. Deletes are idempotent, so a
 retried append that records the same deletes twice is harmless.
+
+Compaction (``cluster/datanode/compaction.py``) relies on the CAS: an append to a manifest
+whose ``state`` is ``dropped`` raises :class:`SegmentDropped`, and one to a manifest carrying a
+compaction fence (property :data:`FENCE_PROPERTY`) raises :class:`SegmentFenced`; the file is
+removed in both cases. So every delete an append reports as written was listed before the
+fence's CAS, and the compaction that fenced the segment saw it.
 """
 
 from __future__ import annotations
@@ -16,8 +22,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cluster.storage.errors import SegmentCorrupt, SegmentNotFound
-from cluster.storage.layout import DeltaFile, SegmentManifest, SegmentPath, delta_path
+from cluster.storage.errors import SegmentCorrupt, SegmentDropped, SegmentFenced, SegmentNotFound
+from cluster.storage.layout import (
+    STATE_DROPPED,
+    DeltaFile,
+    SegmentManifest,
+    SegmentPath,
+    delta_path,
+)
 from cluster.storage.parquet_io import DELTA_PK, TS, ParquetOptions, decode_whole, encode_deltas
 from cluster.storage.segment_files import (
     CAS_ATTEMPTS,
@@ -30,6 +42,8 @@ from cluster.storage.segment_files import (
 )
 from woodpecker.errors import InvalidArgument, ObjectNotFound, PreconditionFailed
 from woodpecker.objectstore.base import ObjectStore
+
+FENCE_PROPERTY = "compaction.fence"  # manifest property: "{plan_id}/{attempt}" of a compaction
 
 
 def _delta_arrays(pks: Any, tss: Any, pk_type: str) -> tuple[pa.Array, pa.Array]:
@@ -67,8 +81,9 @@ async def append_deltas(
     """Record deletes ``(pk, ts)``: write a new ``deltas/{n}.parquet``, then add it to the
     manifest by CAS. Safe to run concurrently (each appender takes a distinct ``n``; a taken
     ``n`` moves it to the next). If the segment disappears meanwhile, the file is removed and
-    :class:`SegmentNotFound` raised. Deletes are idempotent, so a retried call that records a
-    file twice is harmless."""
+    :class:`SegmentNotFound` raised (:class:`SegmentDropped` for a dropped manifest,
+    :class:`SegmentFenced` while a compaction fences it). Deletes are idempotent, so a
+    retried call that records a file twice is harmless."""
     path = SegmentPath(root, collection_id, partition_id, segment_id)
     manifest = await read_manifest_at(store, path)
     pk_arr, ts_arr = _delta_arrays(pks, tss, manifest.pk_type)
@@ -86,13 +101,26 @@ async def append_deltas(
     delta = DeltaFile(delta_path(n), len(data), len(pk_arr), min_ts, max_ts)
     try:
         await update_manifest(
-            store, root, collection_id, partition_id, segment_id, lambda m: m.with_delta(delta)
+            store, root, collection_id, partition_id, segment_id, lambda m: _accept(m, delta)
         )
-    except SegmentNotFound:
+    except (SegmentNotFound, SegmentFenced):
         with contextlib.suppress(Exception):
             await store.delete(path.delta_key(n))
         raise
     return delta
+
+
+def _accept(m: SegmentManifest, delta: DeltaFile) -> SegmentManifest:
+    """``m`` listing ``delta``, unless the segment takes no more deletes."""
+    if any(d.path == delta.path for d in m.delta_files):
+        return m  # listed by an earlier try of this call
+    if m.state == STATE_DROPPED:
+        raise SegmentDropped(f"segment {m.segment_id} is dropped: it takes no deletes")
+    if FENCE_PROPERTY in m.properties:
+        raise SegmentFenced(
+            f"segment {m.segment_id} is being compacted ({m.properties[FENCE_PROPERTY]})"
+        )
+    return m.with_delta(delta)
 
 
 async def read_deltas(

@@ -22,3 +22,17 @@ class SegmentExists(PreconditionFailed):
 class SegmentCorrupt(CanopyError):
     """A manifest, insert file or delta file failed its structural checks, or a file the
     manifest lists is missing. Nothing from the damaged file is returned."""
+
+
+class SegmentDropped(SegmentNotFound):
+    """The segment's manifest says ``dropped`` (compacted away, or its partition dropped): it
+    takes no more deletes. A delete-log writer re-lists the registry and writes to the segments
+    that replaced it."""
+
+
+class SegmentFenced(CanopyError):
+    """A compaction is committing the segment (manifest property ``compaction.fence``): it takes
+    no deletes until the compaction commits (the segment is then dropped) or is abandoned (the
+    fence is lifted). Retryable: try again later, keeping the deletes buffered meanwhile."""
+
+    retryable = True

@@ -9,7 +9,12 @@
 * :class:`DeleteRouter` persists deletes to the delete logs of segments flushed earlier: it
   lists the collection's registered segments of the vchannel (coordinator registry), keeps
   their primary-key range (from the manifest, read once per segment) and appends to each segment
-  only the deletes whose key falls in its range (and partition).
+  only the deletes whose key falls in its range (and partition). Compaction
+  (``cluster/datanode/compaction.py``) replaces segments under it: an append to a segment being
+  compacted is refused (``SegmentFenced``, retryable: ``persist`` raises it and the deletes stay
+  buffered, so reads still apply them); one to a compacted-away segment is refused
+  (``SegmentDropped``), and the router re-lists the registry and writes the deletes to the
+  segments registered since (the compaction's output) before it returns.
 
 Nothing here touches the WAL or the channel's in-memory state; ``cluster.streaming.channel``
 decides when to call it and what the checkpoint may then skip.
@@ -28,7 +33,9 @@ import pyarrow.compute as pc
 from cluster.interfaces import CoordinatorService
 from cluster.storage import (
     ParquetOptions,
+    SegmentDropped,
     SegmentExists,
+    SegmentFenced,
     SegmentManifest,
     SegmentNotFound,
     SegmentWriter,
@@ -38,12 +45,15 @@ from cluster.storage import (
 from cluster.streaming.growing import GrowingSegment
 from cluster.streaming.messages import PK_FIELD, TS_FIELD
 from woodpecker.clock import Clock
+from woodpecker.errors import Unavailable
 from woodpecker.message import MessageId
 from woodpecker.objectstore.base import ObjectStore
 
 __all__ = ["BufferedDelete", "DeleteRouter", "write_sealed_segment"]
 
 log = logging.getLogger(__name__)
+
+ROUTE_ROUNDS = 8  # registry re-lists of one persist call after finding targets dropped
 
 
 async def write_sealed_segment(
@@ -81,10 +91,15 @@ async def write_sealed_segment(
             manifest = await read_manifest(objects, root, cid, pid, sid)
     deltas = segment.deltas(include_matched=True)
     if deltas.num_rows:
-        await append_deltas(
-            objects, root, cid, pid, sid, deltas.column(PK_FIELD), deltas.column(TS_FIELD),
-            options=options,
-        )  # fmt: skip
+        try:
+            await append_deltas(
+                objects, root, cid, pid, sid, deltas.column(PK_FIELD), deltas.column(TS_FIELD),
+                options=options,
+            )  # fmt: skip
+        except (SegmentDropped, SegmentFenced):
+            # A replay of a segment a compaction has taken since: it was registered, so this
+            # log was appended before (same WAL messages) and the compaction carried it.
+            log.info("segment %d is compacted away: its delete log is already carried", sid)
     return manifest
 
 
@@ -156,44 +171,61 @@ class DeleteRouter:
 
     async def persist(self, deletes: Sequence[BufferedDelete]) -> int:
         """Append ``deletes`` to the delete logs of the flushed segments of their collection and
-        vchannel whose partition and pk range they match; returns delta files written."""
+        vchannel whose partition and pk range they match; returns delta files written. A target
+        found dropped (compacted away) makes it re-list the registry and write to the segments
+        not written yet; ``SegmentFenced`` (a compaction committing) is raised as is
+        (retryable: call again later with the same deletes)."""
         groups: dict[tuple[int, str], list[BufferedDelete]] = {}
         for d in deletes:
             groups.setdefault((d.collection_id, d.vchannel), []).append(d)
         written = 0
         for (cid, vchannel), items in groups.items():
-            targets = await self._targets(cid, vchannel)
-            if not targets:
-                continue
-            pks = pa.concat_arrays([d.pks for d in items])
-            tss = pa.array(
-                np.repeat(
-                    np.array([d.ts for d in items], dtype=np.uint64),
-                    [len(d.pks) for d in items],
-                )
-            )
-            parts = np.repeat(
-                np.array([-1 if d.partition_id is None else d.partition_id for d in items]),
-                [len(d.pks) for d in items],
-            )
-            for t in targets:
-                mask = pc.and_(
-                    pc.greater_equal(pks, pa.scalar(t.min_pk, pks.type)),
-                    pc.less_equal(pks, pa.scalar(t.max_pk, pks.type)),
-                )
-                keep = mask.to_numpy(zero_copy_only=False) & (
-                    (parts == -1) | (parts == t.partition_id)
-                )
-                if not keep.any():
-                    continue
-                sel = pa.array(keep)
-                try:
-                    await append_deltas(
-                        self.objects, self.root, cid, t.partition_id, t.segment_id,
-                        pks.filter(sel), tss.filter(sel), options=self.options,
-                    )  # fmt: skip
-                except SegmentNotFound:
-                    self._ranges[t.segment_id] = None  # dropped meanwhile: nothing to hide
-                    continue
-                written += 1
+            written += await self._persist_group(cid, vchannel, items)
         return written
+
+    async def _persist_group(self, cid: int, vchannel: str, items: list[BufferedDelete]) -> int:
+        pks = pa.concat_arrays([d.pks for d in items])
+        tss = pa.array(
+            np.repeat(np.array([d.ts for d in items], dtype=np.uint64), [len(d.pks) for d in items])
+        )
+        parts = np.repeat(
+            np.array([-1 if d.partition_id is None else d.partition_id for d in items]),
+            [len(d.pks) for d in items],
+        )
+        written = 0
+        done: set[int] = set()
+        for _ in range(ROUTE_ROUNDS):
+            targets = [t for t in await self._targets(cid, vchannel) if t.segment_id not in done]
+            dropped = False
+            for t in targets:
+                done.add(t.segment_id)
+                try:
+                    written += await self._append(cid, t, pks, tss, parts)
+                except SegmentDropped:
+                    self._ranges[t.segment_id] = None  # compacted away: its successor next
+                    dropped = True
+                except SegmentNotFound:
+                    self._ranges[t.segment_id] = None  # deleted meanwhile: nothing to hide
+            if not dropped:
+                return written
+        raise Unavailable(
+            f"collection {cid} {vchannel}: delete targets kept being dropped; retry later"
+        )
+
+    async def _append(
+        self, cid: int, t: _Target, pks: pa.Array, tss: pa.Array, parts: np.ndarray
+    ) -> int:
+        """Append the deletes in ``t``'s partition and pk range to its log; files written."""
+        mask = pc.and_(
+            pc.greater_equal(pks, pa.scalar(t.min_pk, pks.type)),
+            pc.less_equal(pks, pa.scalar(t.max_pk, pks.type)),
+        )
+        keep = mask.to_numpy(zero_copy_only=False) & ((parts == -1) | (parts == t.partition_id))
+        if not keep.any():
+            return 0
+        sel = pa.array(keep)
+        await append_deltas(
+            self.objects, self.root, cid, t.partition_id, t.segment_id,
+            pks.filter(sel), tss.filter(sel), options=self.options,
+        )  # fmt: skip
+        return 1
