@@ -160,6 +160,13 @@ class CanopyConfig:
                 "be positive"
             )
         dn = self.datanode
+        floor = 3 * max(1.0, self.querynode.refresh_interval)
+        if dn.compaction and dn.compaction_drop_delay < floor:
+            raise ConfigError(
+                f"datanode.compaction_drop_delay must be at least {floor:g} s (3 x the slowest "
+                "sealed-segment refresh interval): readers that listed the compacted segments "
+                "must still find them readable"
+            )
         if dn.concurrency < 1 or dn.build_threads < 0:
             raise ConfigError("datanode.concurrency must be >= 1 and datanode.build_threads >= 0")
         if min(dn.poll_interval, dn.build_lease, dn.session_ttl) <= 0:

@@ -53,9 +53,17 @@ from woodpecker.errors import CanopyError
 from woodpecker.meta.base import MetaStore
 from woodpecker.objectstore.base import ObjectStore
 
-__all__ = ["QueryNode", "ShardRead"]
+__all__ = ["QueryNode", "SegmentsNotServed", "ShardRead"]
 
 log = logging.getLogger(__name__)
+
+
+class SegmentsNotServed(CanopyError):
+    """A read named sealed segments this query node cannot serve: its registry view no longer
+    lists them (compacted away, or dropped) or does not list them yet. Retryable: the delegator
+    reads them itself."""
+
+    retryable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +202,15 @@ class QueryNode:
         pids = None if partition_ids is None else list(partition_ids)
         out = []
         for shard in shards:
-            out.extend(
-                await self.reader.segments(
-                    shard.snapshot, pids, field=field, only=set(shard.segment_ids)
+            wanted = set(shard.segment_ids)
+            got = await self.reader.segments(shard.snapshot, pids, field=field, only=wanted)
+            missing = wanted - {seg.segment_id for seg in got}  # (all of them are in pids)
+            if missing:
+                raise SegmentsNotServed(
+                    f"query node {self.node_id} does not serve segments {sorted(missing)} of "
+                    f"{shard.snapshot.vchannel} (not registered as flushed in its view)"
                 )
-            )
+            out.extend(got)
         return out
 
     async def search_sealed(

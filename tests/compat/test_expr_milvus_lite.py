@@ -1,9 +1,10 @@
 """cluster.expr against milvus-lite: the same rows, the same filters, the same ids.
 
 milvus-lite 3.2.2 (the pure-Python Milvus server from PyPI, run in its own cached venv built by
-``bench/insert.py``) gets the ``tests/unit`` expression fixture rows through pymilvus; every
-filter of ``test_expr.ALL_CASES`` that milvus-lite also implements the Milvus way is run with
-``query(filter=...)`` and must select exactly the ids Canopy's plan selects.
+``bench/insert.py``, see ``lite_server.py``) gets the ``tests/unit`` expression fixture rows
+through pymilvus; every filter of ``test_expr.ALL_CASES`` that milvus-lite also implements the
+Milvus way is run with ``query(filter=...)`` and must select exactly the ids Canopy's plan
+selects.
 
 Left out, with the reason (milvus-lite, not Milvus, differs; Canopy follows Milvus' planparserv2
 and segcore, see ``cluster/expr``): it parses no ``%``, ``**``, hex / binary / octal literals,
@@ -17,15 +18,11 @@ null ARRAY as length 0 (newer Milvus: unknown).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -35,6 +32,7 @@ UNIT = REPO / "tests" / "unit"
 if str(UNIT) not in sys.path:  # the shared fixture lives with the unit tests
     sys.path.insert(0, str(UNIT))
 
+from lite_server import lite_server  # noqa: E402
 from test_expr import ALL_CASES  # noqa: E402
 from test_expr_fixture import MISSING, ROWS, matching_ids  # noqa: E402
 from test_expr_templates import SENDABLE  # noqa: E402
@@ -124,15 +122,6 @@ INLINABLE = {
 TEMPLATES = [(e, t) for e, t, _ in SENDABLE if e in INLINABLE]
 
 
-def _load_bench_insert() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_insert", REPO / "bench" / "insert.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _clean(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _clean(x) for k, x in v.items() if x is not MISSING}
@@ -145,19 +134,7 @@ def _clean(v: Any) -> Any:
 def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from pymilvus import DataType, MilvusClient
 
-    bench = _load_bench_insert()
-    try:
-        python = bench.lite_venv()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"cannot build the milvus-lite venv (is the package index reachable?): {exc}")
-    tmp = tmp_path_factory.mktemp("lite")
-    port = bench.free_port()
-    cmd = [str(python), "-m", "milvus_lite", "server", "--data-dir", str(tmp / "data")]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    with bench.server_process(
-        cmd, port, tmp / "lite.log", stop_signal=signal.SIGINT, env=env, cwd=tmp
-    ) as uri:
+    with lite_server(tmp_path_factory.mktemp("lite")) as uri:
         client = MilvusClient(uri)
         schema = MilvusClient.create_schema(enable_dynamic_field=True)
         schema.add_field("id", DataType.INT64, is_primary=True)

@@ -26,12 +26,13 @@ from cluster.coordinator.service import LocalCoordinator
 from cluster.coordinator.sessions import NodeSession
 from cluster.interfaces import GrowingQuery, GrowingSearch
 from cluster.milvus.columns import arrow_schema
-from cluster.query.node import QueryNode, ShardRead
+from cluster.query.node import QueryNode, SegmentsNotServed, ShardRead
 from cluster.query.routing import QueryRouter
 from cluster.results import PartialResult
 from cluster.schema import CollectionSchema, from_request_bytes
 from cluster.streaming.config import StreamingConfig
 from cluster.streaming.node import StreamingNode
+from cluster.streaming.sealed import SealedSnapshot
 from woodpecker import LogStore, WalConfig
 from woodpecker.clock import RealClock
 from woodpecker.errors import Unavailable
@@ -331,3 +332,23 @@ async def test_handoff_of_new_segments_never_hides_rows(env: Env) -> None:
         assert await env.query(count=True) == total, round_
     await all_loaded(env, [a])
     assert await env.query(count=True) == total
+
+
+async def test_a_segment_the_query_node_does_not_list_is_refused_not_skipped(env: Env) -> None:
+    """A compaction can drop a segment between the delegator's plan and the query node's read:
+    leaving it out silently would hide its rows, so the node refuses (retryable) and the
+    delegator reads it itself."""
+    await env.insert(20)
+    await env.flush()
+    a, _ = await env.query_node("qn-a")
+    await load(env)
+    await all_loaded(env, [a])
+    listed = [s.segment_id for s in await env.coordinator.list_segments(env.cid)]
+    snap = SealedSnapshot(env.cid, env.info.vchannels[0], "test", 0, ())
+    request = GrowingQuery(collection_id=env.cid, vchannels=tuple(env.info.vchannels), count=True)
+    ts = await env.coordinator.allocate_timestamp()
+    counted = await a.query_sealed(request, ts, [ShardRead(snap, tuple(listed))])
+    assert counted.num_rows == 20
+    with pytest.raises(SegmentsNotServed) as err:
+        await a.query_sealed(request, ts, [ShardRead(snap, (*listed, 987654321))])
+    assert err.value.retryable and "987654321" in str(err.value)

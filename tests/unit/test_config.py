@@ -88,3 +88,19 @@ def test_check_names_what_is_missing() -> None:
     cfg.proxy.port = 70000
     with pytest.raises(ConfigError, match=r"proxy\.port must be a TCP port"):
         cfg.check()
+
+
+def test_compacted_segments_must_outlive_the_readers_refresh() -> None:
+    env = {"CANOPY_META": "etcd://127.0.0.1:2379/x", "CANOPY_OBJECT_STORE": "s3://b/p"}
+    cfg = load_config(None, env={**env, "CANOPY_DATANODE__COMPACTION_DROP_DELAY": "2"})
+    with pytest.raises(ConfigError, match=r"compaction_drop_delay must be at least 3 s"):
+        cfg.check()
+    cfg = load_config(
+        None,
+        env={
+            **env,
+            "CANOPY_DATANODE__COMPACTION_DROP_DELAY": "2",
+            "CANOPY_DATANODE__COMPACTION": "false",
+        },
+    )
+    cfg.check()  # no compaction: no constraint
