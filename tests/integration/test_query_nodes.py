@@ -180,6 +180,7 @@ def test_segments_spread_deletes_reach_them_and_a_killed_node_is_replaced(
         time.sleep(0.1)
     assert failures == []
     assert moved_after is not None, f"segments never all moved to query-1: {serving(cluster)}"
+    print(f"\nquery-0 killed: its segments loaded on query-1 after {moved_after:.1f} s")
     assert count(client) == BATCHES * BATCH - 2
 
     # it comes back: segments are balanced onto it again, reads unchanged throughout
