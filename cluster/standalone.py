@@ -31,6 +31,7 @@ from cluster.proxy.server import ProxyServer
 from cluster.proxy.servicer import ProxyServicer
 from cluster.streaming.config import StreamingConfig
 from cluster.streaming.node import StreamingNode
+from cluster.streaming.warmup import SealedWarmup
 from woodpecker import LogStore, WalConfig
 from woodpecker.clock import Clock, RealClock
 from woodpecker.meta import MetaStore, open_meta_store
@@ -86,6 +87,7 @@ class Standalone:
         self.node: StreamingNode | None = None
         self.worker: IndexBuildWorker | None = None
         self.meta_cache: CachedCatalog | None = None
+        self.warmup: SealedWarmup | None = None
         self.server: ProxyServer | None = None
 
     @property
@@ -120,6 +122,9 @@ class Standalone:
                 config=StreamingConfig(sealed_cache_dir=cfg.cache_dir()),
             )
             await self.node.start()
+            # LoadCollection puts sealed segments in memory ahead of the first read
+            self.warmup = SealedWarmup(self.node.sealed, self.coordinator, self.meta, self.clock)
+            await self.warmup.start()
             if cfg.index_builds:
                 await self._start_worker()
             self.meta_cache = CachedCatalog(catalog, self.meta, self.clock)
@@ -161,6 +166,8 @@ class Standalone:
             await self.worker.close()
         if self.meta_cache is not None:
             await self.meta_cache.close()
+        if self.warmup is not None:
+            await self.warmup.close()
         if self.node is not None:
             await self.node.close()
         if self.coordinator is not None:
