@@ -125,6 +125,7 @@ class Standalone:
             # LoadCollection puts sealed segments in memory ahead of the first read
             self.warmup = SealedWarmup(self.node.sealed, self.coordinator, self.meta, self.clock)
             await self.warmup.start()
+            self.coordinator.local_load_progress = self.warmup.progress
             if cfg.index_builds:
                 await self._start_worker()
             self.meta_cache = CachedCatalog(catalog, self.meta, self.clock)

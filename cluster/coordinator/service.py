@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from cluster.coordinator.catalog import Catalog
@@ -155,6 +155,9 @@ class LocalCoordinator:
         self._ids = IdAllocator(meta, IDS_KEY, batch=id_batch)
         self.index_builds = IndexBuilds(meta, self.clock, build_policy)
         self.compactions = Compactions(meta, self.clock, compaction_policy)
+        self.local_load_progress: Callable[[int, list[int] | None], Awaitable[int]] | None = (
+            None  # see load_progress
+        )
         self._schedule = schedule_index_builds
         self.build_queue: BuildQueue | None = None
         self.build_scheduler: IndexBuildScheduler | None = None
@@ -256,6 +259,11 @@ class LocalCoordinator:
     async def load_progress(
         self, collection_id: int, partition_ids: Sequence[int] | None = None
     ) -> int:
+        """Query nodes' progress (:func:`query_load_progress`), or ``local_load_progress``'s
+        when set (``canopy standalone``: its streaming node holds the sealed segments)."""
+        if self.local_load_progress is not None:
+            pids = None if partition_ids is None else list(partition_ids)
+            return await self.local_load_progress(collection_id, pids)
         return await query_load_progress(self.meta, collection_id, partition_ids)
 
     # --- beyond the Protocol -------------------------------------------------------------------

@@ -115,6 +115,25 @@ class SealedWarmup:
             snap = SealedSnapshot(cid, seg.vchannel, "", -1, ())
             await self.reader.preload(snap, seg.segment_id, fields)
 
+    async def progress(self, collection_id: int, partition_ids: list[int] | None) -> int:
+        """Percent of the collection's flushed segments (of ``partition_ids``; None: all) on
+        owned vchannels that are in memory (100 when there are none): what GetLoadingProgress
+        answers in standalone, so ``load_collection`` returns once the data is loaded."""
+        wanted = [
+            s
+            for s in await self.coordinator.list_segments(collection_id)
+            if s.state == "flushed"
+            and self._owns(s.vchannel)
+            and (partition_ids is None or s.partition_id in partition_ids)
+        ]
+        if not wanted:
+            return 100
+        self._changed.set()  # a load just recorded: warm now rather than at the next tick
+        held = sum(
+            1 for s in wanted if s.segment_id in self.reader.loaded_ids(collection_id, s.vchannel)
+        )
+        return held * 100 // len(wanted)
+
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:

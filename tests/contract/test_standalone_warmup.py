@@ -62,6 +62,10 @@ async def test_load_warms_sealed_segments_and_release_forgets_them(tmp_path: Pat
         assert await asyncio.to_thread(count) == 30
         await asyncio.to_thread(client.release_collection, "c")
         await until(lambda: not warm(), within=10)
+        # load_collection polls GetLoadingProgress: it returns with the data in memory
+        await asyncio.to_thread(client.load_collection, "c")
+        assert warm() >= await flushed()
+        assert await asyncio.to_thread(count) == 30
         await asyncio.to_thread(client.close)
     finally:
         await sa.stop()
