@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from collection_setup import create_test_collection
 from polling import until
-from pymilvus import DataType as PDataType
 from pymilvus import MilvusClient
-from pymilvus.client.prepare import Prepare
 
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.compactions import CompactionPolicy
@@ -185,15 +184,7 @@ async def env(request, unique_prefix) -> AsyncIterator[Env]:  # type: ignore[no-
         meta, catalog=Catalog(meta, num_physical_channels=2), compaction_policy=POLICY
     )
     await coordinator.start()
-    s = MilvusClient.create_schema(auto_id=False)
-    s.add_field("id", PDataType.INT64, is_primary=True)
-    s.add_field("vec", PDataType.FLOAT_VECTOR, dim=DIM)
-    s.add_field("title", PDataType.VARCHAR, max_length=64)
-    request_pb = Prepare.create_collection_request("coll", s)
-    info = await coordinator.catalog.create_collection(
-        "default", "coll", request_pb.schema, create_ts=await coordinator.allocate_timestamp(),
-        shards_num=2,
-    )  # fmt: skip
+    info = await create_test_collection(coordinator, dim=DIM, shards=2)
     e = Env(objects, meta, coordinator, info, from_request_bytes(info.schema))
     e.store = await LogStore.open(wal_objects, wal_meta, WAL)
     e.node = StreamingNode(

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pytest
+from collection_setup import create_test_collection
 from polling import until
-from pymilvus import DataType as PDataType
-from pymilvus import MilvusClient
-from pymilvus.client.prepare import Prepare
 
 from cluster.coordinator.catalog import Catalog
 from cluster.coordinator.query_assign import QUERY, SegmentBalancer
@@ -180,15 +178,7 @@ async def env() -> AsyncIterator[Env]:
     objects, meta = MemoryObjectStore(), MemoryMetaStore()
     coordinator = LocalCoordinator(meta, CLOCK, catalog=Catalog(meta, num_physical_channels=1))
     await coordinator.start()
-    s = MilvusClient.create_schema(auto_id=False)
-    s.add_field("id", PDataType.INT64, is_primary=True)
-    s.add_field("vec", PDataType.FLOAT_VECTOR, dim=DIM)
-    s.add_field("title", PDataType.VARCHAR, max_length=64)
-    pb = Prepare.create_collection_request("coll", s)
-    info = await coordinator.catalog.create_collection(
-        "default", "coll", pb.schema, create_ts=await coordinator.allocate_timestamp(),
-        shards_num=1,
-    )  # fmt: skip
+    info = await create_test_collection(coordinator, dim=DIM, shards=1)
     e = Env(objects, meta, coordinator, info, from_request_bytes(info.schema))
     balancer = SegmentBalancer(meta, CLOCK, interval=0.05)
     await balancer.start()
