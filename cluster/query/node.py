@@ -110,6 +110,7 @@ class QueryNode:
         self._loaders: dict[str, asyncio.Task[None]] = {}
         self.loaded: set[str] = set()  # assignment keys loaded and announced
         self._tasks: list[asyncio.Task[None]] = []
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         snapshot = await self._assign.start()
@@ -141,7 +142,9 @@ class QueryNode:
             task = self._loaders.pop(key, None)
             if task is not None:
                 task.cancel()
-            asyncio.get_running_loop().create_task(self._release(key, old))
+            task = asyncio.get_running_loop().create_task(self._release(key, old))
+            self._releasing.add(task)  # a reference until done (the loop keeps only weak ones)
+            task.add_done_callback(self._releasing.discard)
 
     async def _fields(self, collection_id: int) -> list[str]:
         _, schema = await self.collections.get(collection_id)
@@ -256,7 +259,7 @@ class QueryNode:
         return reduce_query(tables, pk, limit=request.limit)
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *self._loaders.values()]
+        tasks = [*self._tasks, *self._loaders.values(), *self._releasing]
         self._tasks, self._loaders = [], {}
         for task in tasks:
             task.cancel()
