@@ -5,7 +5,9 @@ the catalog, so "not found" / "not loaded" are always authoritative."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from polling import until
@@ -17,6 +19,7 @@ from cluster.coordinator.records import LoadState
 from cluster.proxy.meta_cache import CachedCatalog
 from woodpecker.clock import RealClock
 from woodpecker.meta import MetaStore, open_meta_store
+from woodpecker.meta.base import Watch, WatchEvent
 
 pytestmark = pytest.mark.contract
 
@@ -40,12 +43,54 @@ async def meta(
     await store.close()
 
 
+WATCH_LAG = 0.05  # seconds each watch event of the cache's mirror is held back
+
+
+class _LaggingWatch:
+    """A watch whose every event arrives ``WATCH_LAG`` late (a slow network or a busy etcd):
+    without the wait after its own DDL the cache would answer from the old state."""
+
+    def __init__(self, inner: Watch) -> None:
+        self._inner = inner
+
+    def __aiter__(self) -> _LaggingWatch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        event = await self._inner.__anext__()
+        await asyncio.sleep(WATCH_LAG)
+        return event
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> _LaggingWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _LaggingMeta:
+    """``meta`` with lagging watches (every other call passes through)."""
+
+    def __init__(self, inner: MetaStore) -> None:
+        self._inner = inner
+
+    def watch(self, prefix: str, *, start_revision: int | None = None) -> _LaggingWatch:
+        return _LaggingWatch(self._inner.watch(prefix, start_revision=start_revision))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 @pytest.fixture
 async def catalogs(meta: MetaStore) -> AsyncIterator[tuple[Catalog, CachedCatalog]]:
-    """(the catalog another proxy writes through, this proxy's cached view of it)"""
+    """(the catalog another proxy writes through, this proxy's cached view of it, whose
+    mirror lags behind the store by ``WATCH_LAG`` per change)"""
     catalog = Catalog(meta, num_physical_channels=1)
     await catalog.start()
-    cached = CachedCatalog(catalog, meta, RealClock())
+    cached = CachedCatalog(catalog, _LaggingMeta(meta), RealClock())  # type: ignore[arg-type]
     await cached.open()
     yield catalog, cached
     await cached.close()
@@ -70,7 +115,10 @@ async def test_ddl_through_the_cache_is_seen_by_the_next_read(
         assert (await cached.load_state("default", "c")).state is LoadState.NOT_LOAD
         await cached.set_load_state("default", "c", True)
         assert (await cached.load_state("default", "c")).state is LoadState.LOADED
+    await asyncio.sleep(WATCH_LAG * 40)  # the mirror has caught up: it holds "loaded"
     await cached.set_load_state("default", "c", False)
+    assert (await cached.load_state("default", "c")).state is LoadState.NOT_LOAD
+    await asyncio.sleep(WATCH_LAG * 40)  # it holds the collection
     await cached.drop_collection("default", "c", drop_ts=4)
     with pytest.raises(CollectionNotFound):
         await cached.describe_collection("default", "c")
