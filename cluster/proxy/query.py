@@ -33,7 +33,7 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
 from cluster.interfaces import COUNT_COLUMN, GrowingQuery, StreamingService, visible_ts_of
 from cluster.milvus.columns import arrow_schema, encode_field_data
 from cluster.milvus.status import ParameterInvalid, ok_status
-from cluster.proxy.collections import PARTITION_KEY_MANUAL, Collections
+from cluster.proxy.collections import Collections
 from cluster.proxy.reads import (
     ReadSupport,
     resolve_outputs,
@@ -107,8 +107,6 @@ class QueryHandlers:
     async def query(self, req: milvus_pb2.QueryRequest, db: str) -> milvus_pb2.QueryResults:
         coll = await self.collections.get(db, req.collection_name)
         schema = coll.schema
-        if coll.partition_key is not None and len(req.partition_names):
-            raise ParameterInvalid(PARTITION_KEY_MANUAL)
         partition_ids = resolve_partitions(coll, req.partition_names)
         limit, offset = parse_query_params(req.query_params)
         requested = [name.strip() for name in req.output_fields]

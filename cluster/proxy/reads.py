@@ -42,7 +42,7 @@ from cluster.milvus.status import (
     PartitionNotFound,
     PartitionNotLoaded,
 )
-from cluster.proxy.collections import Collection
+from cluster.proxy.collections import PARTITION_KEY_MANUAL, Collection
 from cluster.schema import DYNAMIC_FIELD_NAME, CollectionSchema, FieldSchema
 
 __all__ = [
@@ -109,9 +109,12 @@ class ReadSupport:
 
 
 def resolve_partitions(coll: Collection, names: Sequence[str]) -> tuple[int, ...] | None:
-    """Partition ids of the named partitions (None: every partition)."""
+    """Partition ids of the named partitions (None: every partition). A partition-key
+    collection takes no partition names (Milvus: ``ParameterInvalid``)."""
     if not names:
         return None
+    if coll.partition_key is not None:
+        raise ParameterInvalid(PARTITION_KEY_MANUAL)
     ids = []
     for name in dict.fromkeys(names):
         found = coll.info.partition(name)

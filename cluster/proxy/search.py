@@ -52,7 +52,7 @@ from cluster.interfaces import (
 )
 from cluster.milvus.columns import arrow_schema, decode_ids, encode_field_data, encode_ids
 from cluster.milvus.status import NotSupportedYet, ParameterInvalid, ok_status
-from cluster.proxy.collections import PARTITION_KEY_MANUAL, Collection, Collections
+from cluster.proxy.collections import Collection, Collections
 from cluster.proxy.reads import (
     Outputs,
     ReadSupport,
@@ -289,8 +289,6 @@ class SearchHandlers:
     async def search(self, req: milvus_pb2.SearchRequest, db: str) -> milvus_pb2.SearchResults:
         coll = await self.collections.get(db, req.collection_name)
         schema = coll.schema
-        if coll.partition_key is not None and len(req.partition_names):
-            raise ParameterInvalid(PARTITION_KEY_MANUAL)
         partition_ids = resolve_partitions(coll, req.partition_names)
         if req.sub_reqs or req.HasField("function_score") or len(req.function_chains):
             raise NotSupportedYet("search with sub-requests, rankers or function chains")

@@ -377,6 +377,17 @@ async def test_read_errors_through_milvus_client(served: Served) -> None:
         catch("search_released", lambda: c.search("c", [[1.0] * DIM]))
         catch("query_released", lambda: c.query("c", filter="id > 0"))
         catch("missing", lambda: c.query("nope", filter="id > 0"))
+        schema = c.create_schema(auto_id=False)
+        schema.add_field("id", PDataType.INT64, is_primary=True)
+        schema.add_field("tenant", PDataType.INT64, is_partition_key=True)
+        schema.add_field("vector", PDataType.FLOAT_VECTOR, dim=DIM)
+        c.create_collection("pk", schema=schema)
+        index = c.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="L2")
+        c.create_index("pk", index)
+        c.load_collection("pk")
+        catch("pk_search", lambda: c.search("pk", [[1.0] * DIM], partition_names=["_default"]))
+        catch("pk_query", lambda: c.query("pk", filter="id > 0", partition_names=["_default"]))
         return errors
 
     errors = await served.run(flow)
@@ -392,6 +403,8 @@ async def test_read_errors_through_milvus_client(served: Served) -> None:
     assert errors["search_released"] == (101, "collection not loaded[collection=c]")
     assert errors["query_released"][0] == 101
     assert errors["missing"][0] == 100
+    for read in ("pk_search", "pk_query"):  # a partition-key collection takes no names
+        assert errors[read][0] == 1100 and "partition key" in errors[read][1], errors[read]
 
 
 async def test_one_read_call_per_streaming_node(served: Served) -> None:
