@@ -221,7 +221,7 @@ class QueryNode:
     ) -> PartialResult:
         """The top ``k`` over the shards' segments at ``visible_ts`` (module docstring)."""
         _, schema = await self.collections.get(request.collection_id)
-        stored = stored_schema(schema)
+        stored = self.collections.stored(request.collection_id) or stored_schema(schema)
         plan = compile_read_filter(request.filter, schema, request.template_values)
         segments = await self._segments(shards, request.partition_ids, request.anns_field)
         pk = schema.primary_field.name
@@ -243,7 +243,7 @@ class QueryNode:
     ) -> pa.Table:
         """The matching rows over the shards' segments at ``visible_ts`` (module docstring)."""
         _, schema = await self.collections.get(request.collection_id)
-        stored = stored_schema(schema)
+        stored = self.collections.stored(request.collection_id) or stored_schema(schema)
         plan = compile_read_filter(request.filter, schema, request.template_values)
         segments = await self._segments(shards, request.partition_ids, None)
         pk = schema.primary_field.name

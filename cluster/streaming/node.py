@@ -142,7 +142,6 @@ class StreamingNode:
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
         self.collections = CollectionCache(coordinator)
-        self._stored: dict[int, tuple[CollectionSchema, pa.Schema]] = {}
         self.status = NodeStatus.NEW
         self.failure: BaseException | None = None
         self._explicit = list(dict.fromkeys(channels))
@@ -459,7 +458,6 @@ class StreamingNode:
             await owner.drop_collection(collection_id, vchannel)
         self.collections.forget(collection_id)
         self.sealed.forget_collection(collection_id)
-        self._stored.pop(collection_id, None)
 
     # --- reads (for the search path) -----------------------------------------------------------
 
@@ -545,11 +543,9 @@ class StreamingNode:
         return table.replace_schema_metadata(metadata)
 
     def _stored_schema(self, collection_id: int, schema: CollectionSchema) -> pa.Schema:
-        """The Arrow schema of the collection's stored rows (cached per schema)."""
-        cached = self._stored.get(collection_id)
-        if cached is None or cached[0] is not schema:
-            cached = self._stored[collection_id] = (schema, stored_schema(schema))
-        return cached[1]
+        """The Arrow schema of the collection's stored rows (cached with ``schema``; computed
+        again if the collection was forgotten meanwhile)."""
+        return self.collections.stored(collection_id) or stored_schema(schema)
 
     async def _read_target(
         self,

@@ -23,6 +23,7 @@ from cluster.interfaces import CoordinatorService
 from cluster.milvus.columns import arrow_schema
 from cluster.schema import CollectionSchema, DataType, from_request_bytes
 from cluster.streaming.errors import SchemaMismatch
+from cluster.streaming.growing import stored_schema
 from woodpecker.errors import InvalidArgument
 
 __all__ = ["CollectionCache", "conform_insert", "conform_pks", "pchannel_of"]
@@ -41,7 +42,8 @@ class CollectionCache:
 
     def __init__(self, coordinator: CoordinatorService) -> None:
         self.coordinator = coordinator
-        self._entries: dict[int, tuple[CollectionInfo, CollectionSchema, pa.Schema]] = {}
+        # (record, schema, arrow schema of inserts, arrow schema of stored rows)
+        self._entries: dict[int, tuple[CollectionInfo, CollectionSchema, pa.Schema, pa.Schema]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
     async def get(
@@ -56,7 +58,7 @@ class CollectionCache:
                 if entry is None or refresh:
                     info = await self.coordinator.describe_collection_by_id(collection_id)
                     schema = from_request_bytes(info.schema)
-                    entry = (info, schema, arrow_schema(schema))
+                    entry = (info, schema, arrow_schema(schema), stored_schema(schema))
                     self._entries[collection_id] = entry
         return entry[0], entry[1]
 
@@ -67,6 +69,12 @@ class CollectionCache:
     def arrow(self, collection_id: int) -> pa.Schema | None:
         entry = self._entries.get(collection_id)
         return entry[2] if entry is not None else None
+
+    def stored(self, collection_id: int) -> pa.Schema | None:
+        """The Arrow schema of the collection's stored rows (``stored_schema``), once
+        :meth:`get` has read the collection."""
+        entry = self._entries.get(collection_id)
+        return entry[3] if entry is not None else None
 
     def forget(self, collection_id: int) -> None:
         self._entries.pop(collection_id, None)
