@@ -1,5 +1,6 @@
 """``ProxyServicer``: the Milvus gRPC API (``milvus_pb2_grpc.MilvusServiceServicer``) over the
-coordinator, the catalog and the streaming nodes.
+coordinator, the catalog (through the metadata cache of :mod:`cluster.proxy.meta_cache` in
+deployments) and the streaming nodes.
 
 Contract:
 
@@ -9,16 +10,14 @@ Contract:
   implemented by Canopy"), which pymilvus does not retry (Search, Query, aliases, ...).
 - Indexes and load state are catalog metadata (:mod:`cluster.proxy.indexes`): CreateIndex,
   DescribeIndex, DropIndex, GetIndexState, GetIndexBuildProgress, LoadCollection,
-  ReleaseCollection, LoadPartitions, ReleasePartitions, GetLoadingProgress, GetLoadState. Index
-  builds and query nodes do not exist yet; what those RPCs report about them is documented
-  there (index state Finished with ``indexed_rows=0``, load progress 100 once recorded), so
-  ``MilvusClient.create_collection(name, dimension=d)`` (quick setup) completes.
-- Search and Query (:mod:`cluster.proxy.search`, :mod:`cluster.proxy.query`) read the growing
-  data of the streaming nodes -- every row acknowledged and not yet flushed -- with MVCC at the
-  consistency level's guarantee timestamp, merged across shards (newest version per key).
-  **Limit:** rows whose segments were flushed (``flush``, or the seal policy's size/age/idle
-  rules, 120 s idle by default) are no longer in the streaming nodes' memory and are served by
-  query nodes, which do not exist yet: until then such rows are not returned.
+  ReleaseCollection, LoadPartitions, ReleasePartitions, GetLoadingProgress, GetLoadState.
+  DescribeIndex reports the data nodes' real build progress and GetLoadingProgress what the
+  query nodes (in standalone, the streaming node) hold (see that module).
+- Search and Query (:mod:`cluster.proxy.search`, :mod:`cluster.proxy.query`) are scattered to
+  the streaming nodes owning the collection's shards, which read their growing data and, as
+  shard delegators, the sealed segments (themselves or through the query nodes that loaded
+  them; ``cluster/READ_PATH.md``), with MVCC at the consistency level's guarantee timestamp,
+  merged across shards (newest version per key).
 - The database of a request is its ``db_name`` field, else the ``dbname`` header pymilvus sends,
   else ``default``. The ``authorization`` header is accepted and ignored (no authentication
   yet); ``identifier`` echoes are ignored too.

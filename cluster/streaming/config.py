@@ -29,7 +29,7 @@ class StreamingConfig:
     retry_delay: float = 0.2  # first back-off after a retryable storage error
     max_retry_delay: float = 5.0
     replay_read_timeout: float = 60.0
-    # sealed segments of the owned vchannels, served until query nodes exist
+    # sealed segments of the owned vchannels that no query node serves (all, in standalone)
     sealed_cache_dir: str | None = None  # LocalCache directory (None: a temp dir per node)
     sealed_cache_bytes: int = 4096 * MiB
     sealed_refresh_interval: float = 1.0  # the segment registry is re-read at most this often

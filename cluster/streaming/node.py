@@ -25,10 +25,13 @@ Contract of :class:`StreamingNode`:
   not yet flushed: rows stay searchable here until their segment is written and registered)
   at one ``visible_ts`` (see :meth:`~cluster.interfaces.StreamingService.search`). Big reads
   (rows x queries above ``THREAD_READ_WORK``) run in a worker thread so the channels' acks and
-  ticks keep flowing. Until query nodes exist, the node also reads the flushed (sealed)
-  segments of those vchannels (:mod:`cluster.streaming.sealed`: loaded lazily from object
-  storage, every delete of the vchannel applied by timestamp) and merges them with the growing
-  hits by the usual reduce (newest version per key; a row in both during handoff counts once).
+  ticks keep flowing. As the vchannels' shard delegator the node also answers for their
+  flushed (sealed) segments: those a query node has loaded (``query_router``) are read there,
+  with the node's delete buffer and memory generation sent along; the rest, and the share of
+  a query node whose call failed, it reads itself (:mod:`cluster.streaming.sealed`: loaded
+  lazily from object storage, every delete of the vchannel applied by timestamp). Everything
+  is merged with the growing hits by the usual reduce (newest version per key; a row in two
+  sources during a handoff counts once). Invariants: ``cluster/READ_PATH.md``.
 * **Lifecycle**: ``start`` -> ``serving`` -> ``close``. A supervisor task that crashes with an
   unexpected error stops the node loudly (logged, :meth:`wait` raises it, calls raise
   :class:`NodeClosed`); so does the loss of the node's session, when one is given.

@@ -1,5 +1,6 @@
-"""Reads over the SEALED segments of the vchannels a streaming node owns (an interim "shard
-delegator", until query nodes exist).
+"""Reads over SEALED segments: the streaming node (the shard delegator) reads with it the
+segments no query node serves, and a query node the segments assigned to it
+(``cluster/query/node.py``; its snapshots come from the delegator with each read).
 
 Contract of :class:`SealedReader` (one per streaming node):
 
