@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from polling import until
 
 from integration.services import start_etcd, stop
 from woodpecker.errors import Unavailable
@@ -34,7 +35,20 @@ async def test_etcd_restart_resumes_watch_and_keeps_lease(tmp_path) -> None:
             )
 
             writer = open_meta_store(etcd.uri("outage"))
-            revs = [await writer.put(f"w/after{i}", b"2") for i in range(3)]
+            # gRPC shares subchannels between channels to one target: the writer's first call
+            # may still see the connection failure cached while etcd was down (refused, so not
+            # applied). Retry that one until the restarted etcd answers.
+            first: list[int] = []
+
+            async def first_put_lands() -> bool:
+                try:
+                    first.append(await writer.put("w/after0", b"2"))
+                except Unavailable:
+                    return False
+                return True
+
+            await until(first_put_lands, within=15, interval=0.2)
+            revs = first + [await writer.put(f"w/after{i}", b"2") for i in (1, 2)]
             await writer.close()
             events = [await asyncio.wait_for(watch.__anext__(), 15) for _ in range(3)]
             assert [(e.type, e.key, e.revision) for e in events] == [
