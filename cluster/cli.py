@@ -84,7 +84,29 @@ def _add_standalone(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="physical channels (WAL logs); fixed when the data directory is first used",
     )
     cmd.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    cmd.add_argument(
+        "--health-host",
+        default=os.environ.get("CANOPY_HEALTH__HOST", "127.0.0.1"),
+        help="listen address of the HTTP health endpoint (default $CANOPY_HEALTH__HOST or "
+        "127.0.0.1)",
+    )
+    cmd.add_argument(
+        "--health-port",
+        type=int,
+        default=_env_int("CANOPY_HEALTH__PORT", 0),
+        help="serve GET /healthz and /readyz on this port (default $CANOPY_HEALTH__PORT or 0: "
+        "none)",
+    )
     cmd.set_defaults(func=_cmd_standalone)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        _warn(f"{name}={value!r} is not an integer; using {default}")
+        return default
 
 
 def _cmd_standalone(args: argparse.Namespace) -> int:
@@ -108,6 +130,8 @@ def _cmd_standalone(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         channels=args.channels,
+        health_host=args.health_host,
+        health_port=args.health_port,
     )
     try:
         asyncio.run(Standalone(config).serve_forever())
@@ -220,7 +244,7 @@ def _cmd_role(args: argparse.Namespace) -> int:
     }[args.role]
     try:
         role = factory(config)
-        asyncio.run(serve(role))
+        asyncio.run(serve(role, config.health.host, config.health.port))
     except CanopyError as exc:
         raise CommandError(f"{type(exc).__name__}: {exc}", exit_code=1) from None
     except OSError as exc:
@@ -230,6 +254,60 @@ def _cmd_role(args: argparse.Namespace) -> int:
             f"{args.role} stopped after a failure: {type(exc).__name__}: {exc}", exit_code=1
         ) from None
     return 0
+
+
+HEALTH_EPILOG = """\
+exit status: 0 healthy (or ready, with --ready), 1 not, 2 usage error. Used by the container
+image's HEALTHCHECK; Kubernetes probes GET the same paths directly."""
+
+
+def _add_health(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = subparsers.add_parser(
+        "health",
+        help="probe the HTTP health endpoint of a running Canopy process",
+        description=(
+            "Ask a running Canopy process (standalone or any role started with a health port) "
+            "whether it is alive (GET /healthz) or serving (GET /readyz, with --ready), print "
+            "its answer and exit 0 when it says ok."
+        ),
+        epilog=HEALTH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    host = os.environ.get("CANOPY_HEALTH__HOST", "")
+    cmd.add_argument(
+        "--host",
+        default="127.0.0.1" if host in ("", "0.0.0.0", "::") else host,
+        help="host of the endpoint (default 127.0.0.1, or $CANOPY_HEALTH__HOST)",
+    )
+    cmd.add_argument(
+        "--port",
+        type=int,
+        default=_env_int("CANOPY_HEALTH__PORT", 9091),
+        help="port of the endpoint (default $CANOPY_HEALTH__PORT or 9091)",
+    )
+    cmd.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
+    cmd.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    cmd.set_defaults(func=_cmd_health)
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    path = "/readyz" if args.ready else "/healthz"
+    url = f"http://{args.host}:{args.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as reply:
+            body = json.loads(reply.read() or b"{}")
+    except urllib.error.HTTPError as exc:  # 503 carries the reasons
+        body = json.loads(exc.read() or b"{}")
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"no answer from {url}: {exc}", exit_code=1) from None
+    reasons = body.get("reasons") or []
+    status = body.get("status", "unknown")
+    print(f"{body.get('role', '?')}: {status}" + "".join(f"\n  - {r}" for r in reasons))
+    return 0 if status == "ok" else 1
 
 
 def _load_plugins(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -272,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=_cmd_version)
     _add_standalone(subparsers)
     _add_roles(subparsers)
+    _add_health(subparsers)
     _load_plugins(subparsers)
     return parser
 

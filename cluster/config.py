@@ -36,6 +36,7 @@ __all__ = [
     "ConfigError",
     "CoordinatorSection",
     "DataNodeSection",
+    "HealthSection",
     "LogSection",
     "ProxySection",
     "StreamingSection",
@@ -116,6 +117,12 @@ class LogSection:
 
 
 @dataclass
+class HealthSection:
+    host: str = "127.0.0.1"  # listen address of the HTTP health endpoint (/healthz, /readyz)
+    port: int = 0  # 0 = no health endpoint; containers and Kubernetes use 9091
+
+
+@dataclass
 class CanopyConfig:
     meta: str = ""  # meta store URI, e.g. etcd://127.0.0.1:2379/canopy
     object_store: str = ""  # object store URI, e.g. s3://bucket/prefix?endpoint=http://...
@@ -127,6 +134,7 @@ class CanopyConfig:
     querynode: QueryNodeSection = field(default_factory=QueryNodeSection)
     wal: WalConfig = field(default_factory=WalConfig)
     log: LogSection = field(default_factory=LogSection)
+    health: HealthSection = field(default_factory=HealthSection)
 
     def check(self, *, needs_objects: bool = True) -> None:
         """Raise :class:`ConfigError` if a key the roles need is missing or out of range."""

@@ -29,6 +29,7 @@ from cluster.proxy.meta_cache import CachedCatalog
 from cluster.proxy.routing import StaticRouter
 from cluster.proxy.server import ProxyServer
 from cluster.proxy.servicer import ProxyServicer
+from cluster.roles.health import HealthServer
 from cluster.streaming.config import StreamingConfig
 from cluster.streaming.node import StreamingNode
 from cluster.streaming.warmup import SealedWarmup
@@ -57,6 +58,8 @@ class StandaloneConfig:
     channels: int = DEFAULT_CHANNELS  # physical channels (WAL logs); fixed at first start
     wal: WalConfig = field(default_factory=WalConfig)
     index_builds: bool = True  # run the index build worker (the data node)
+    health_host: str = "127.0.0.1"  # the HTTP health endpoint (cluster/roles/health.py)
+    health_port: int = 0  # 0 = none
 
     def object_store_uri(self) -> str:
         return self.object_store or f"file://{Path(self.data_dir).absolute()}/objects"
@@ -89,6 +92,8 @@ class Standalone:
         self.meta_cache: CachedCatalog | None = None
         self.warmup: SealedWarmup | None = None
         self.server: ProxyServer | None = None
+        self._serving = False
+        self._failure: asyncio.Future[None] | None = None
 
     @property
     def uri(self) -> str:
@@ -182,7 +187,33 @@ class Standalone:
 
     async def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (or the streaming node, the build scheduler or the build
-        worker fails), then stop cleanly."""
+        worker fails), then stop cleanly. With ``health_port`` it serves the health endpoint
+        for as long."""
+        cfg = self.config
+        health = None
+        if cfg.health_port > 0:
+            health = HealthServer(
+                "standalone", cfg.health_host, cfg.health_port, live=self._live, ready=self._ready
+            )
+            await health.start()
+        try:
+            await self._serve_forever()
+        finally:
+            if health is not None:
+                await health.stop()
+
+    async def _live(self) -> list[str]:
+        failure = self._failure
+        if failure is None or not failure.done() or failure.cancelled():
+            return []
+        return [f"a part of standalone failed: {failure.exception()!r}"]
+
+    async def _ready(self) -> list[str]:
+        if not self._serving:
+            return ["standalone is starting" if self._failure is None else "standalone stopped"]
+        return await self._live()
+
+    async def _serve_forever(self) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,11 +223,13 @@ class Standalone:
         parts = [self.node.wait(), self.coordinator.wait()]
         if self.worker is not None:
             parts.append(self.worker.wait())
-        failed = asyncio.ensure_future(_first_failure(parts))
+        failed = self._failure = asyncio.ensure_future(_first_failure(parts))
         stopped = asyncio.ensure_future(stop.wait())
+        self._serving = True
         try:
             await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._serving = False
             stopped.cancel()
             log.info("canopy standalone stopping")
             await self.stop()

@@ -9,9 +9,13 @@ Contract of :class:`Role`:
   dead part. :meth:`supervise` registers those parts.
 - ``await stop()`` undoes ``start`` in reverse order (the callbacks given to :meth:`on_stop`),
   each step bounded by ``stop_timeout`` and logged if it fails; it is safe to call twice.
+- ``await liveness()`` / ``await readiness()`` give the reasons the role is not alive (a
+  supervised part ended) / not ready (not started yet, stopping, or a role-specific reason from
+  :meth:`_not_ready`); empty lists mean it is. The health endpoint serves them.
 
 :func:`serve` runs a role until SIGINT/SIGTERM or its failure, then stops it; a failure is
-re-raised so the process exits non-zero.
+re-raised so the process exits non-zero. With ``health_port`` it serves the HTTP health
+endpoint (:mod:`cluster.roles.health`) for the whole life of the process.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+
+from cluster.roles.health import HealthServer
 
 log = logging.getLogger("canopy.roles")
 
@@ -38,7 +44,8 @@ class Role:
 
     def __init__(self) -> None:
         self._stops: list[tuple[str, Callable[[], Awaitable[object]]]] = []
-        self._watched: list[asyncio.Future[object]] = []
+        self._watched: list[tuple[str, asyncio.Future[object]]] = []
+        self._started = False
         self._stopped = False
 
     def on_stop(self, what: str, stop: Callable[[], Awaitable[object]]) -> None:
@@ -54,7 +61,7 @@ class Role:
             raise RuntimeError(f"{self.name}: {what} ended unexpectedly")
 
         task = asyncio.ensure_future(watch())
-        self._watched.append(task)
+        self._watched.append((what, task))
 
     async def start(self) -> None:
         try:
@@ -62,6 +69,23 @@ class Role:
         except BaseException:
             await self.stop()
             raise
+        self._started = True
+
+    async def liveness(self) -> list[str]:
+        """Why the role is not alive: the supervised parts that ended."""
+        return [f"{what} ended" for what, task in self._watched if task.done()]
+
+    async def readiness(self) -> list[str]:
+        """Why the role does not serve (yet): see the module docstring."""
+        if self._stopped:
+            return [f"{self.name} is stopping"]
+        if not self._started:
+            return [f"{self.name} is starting"]
+        return await self.liveness() or await self._not_ready()
+
+    async def _not_ready(self) -> list[str]:
+        """Role-specific reasons, asked only of a started role; none by default."""
+        return []
 
     async def _start(self) -> None:
         raise NotImplementedError
@@ -70,7 +94,8 @@ class Role:
         """Until a supervised part ends; raises its error."""
         if not self._watched:
             await asyncio.Event().wait()
-        done, _ = await asyncio.wait(self._watched, return_when=asyncio.FIRST_COMPLETED)
+        tasks = [task for _, task in self._watched]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()
 
@@ -78,9 +103,9 @@ class Role:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._watched:
+        for _, task in self._watched:
             task.cancel()
-        for task in self._watched:
+        for _, task in self._watched:
             with contextlib.suppress(BaseException):
                 await task
         for what, stop in reversed(self._stops):
@@ -93,8 +118,23 @@ class Role:
                 )
 
 
-async def serve(role: Role) -> None:
-    """Start ``role``, run until SIGINT/SIGTERM or until it fails, then stop it."""
+async def serve(role: Role, health_host: str = "127.0.0.1", health_port: int = 0) -> None:
+    """Start ``role``, run until SIGINT/SIGTERM or until it fails, then stop it; with
+    ``health_port`` > 0 serve its health endpoint on ``health_host`` meanwhile."""
+    health: HealthServer | None = None
+    if health_port > 0:
+        health = HealthServer(
+            role.name, health_host, health_port, live=role.liveness, ready=role.readiness
+        )
+        await health.start()
+    try:
+        await _serve(role)
+    finally:
+        if health is not None:
+            await health.stop()
+
+
+async def _serve(role: Role) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -61,3 +61,7 @@ class ProxyRole(Role):
             self.server.address,
             cfg.coordinator.target(),
         )
+
+    async def _not_ready(self) -> list[str]:
+        assert self.router is not None
+        return [f"channel {ch} has no live streaming node" for ch in self.router.unserved()]
