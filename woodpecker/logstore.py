@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import uuid
 from typing import Any
 
@@ -35,6 +36,11 @@ from woodpecker.records import (
 from woodpecker.segments import recover_segment, scan_segment
 
 log = logging.getLogger("woodpecker")
+
+
+def _without_userinfo(uri: str) -> str:
+    """``uri`` with any ``user:password@`` (plain or %-encoded) masked (e.g. in an endpoint URL)."""
+    return re.sub(r"://[^/?#@]*?(?:@|%40)", "://***@", uri)
 
 
 class LogStore:
@@ -117,7 +123,9 @@ class LogStore:
         key = capabilities_key(self.raw_objects.uri)
         kv = await self.meta.get(key)
         if kv is not None:
-            return bool(json.loads(kv.value).get("conditional_writes", True))
+            supported = bool(json.loads(kv.value).get("conditional_writes", True))
+            self._log_fencing_mode(supported, "recorded by an earlier probe")
+            return supported
         probe = f"_probe/{uuid.uuid4().hex}"
         await self.objects.put(probe, b"probe", if_none_match="*")
         try:
@@ -129,14 +137,31 @@ class LogStore:
             await self.objects.delete(probe)
         record = {"conditional_writes": supported, "probed_at": self.clock.now()}
         await self.meta.cas(key, json.dumps(record).encode(), expected_version=0)
-        if supported:
-            log.info("object store supports conditional writes: fencing by if-none-match")
-        else:
-            log.warning(
-                "object store ignores conditional writes: falling back to a meta-store lease "
-                "lock per writer (weaker: relies on lease timing)"
-            )
+        self._log_fencing_mode(supported, "probed now")
         return supported
+
+    def _log_fencing_mode(self, supported: bool, source: str) -> None:
+        """One INFO line (conditional writes) or one WARNING (lease-lock fallback) naming the
+        object store (its URI carries no credentials), the mode and, for the fallback, what it
+        costs and the key to tune."""
+        store = _without_userinfo(self.raw_objects.uri)
+        if supported:
+            log.info(
+                "WAL fencing mode: conditional writes (If-None-Match) on object store %s (%s)",
+                store,
+                source,
+            )
+            return
+        log.warning(
+            "WAL fencing mode: meta-store lock (lease; wal.lock_ttl=%gs) on object store %s "
+            "(%s): the store ignores If-None-Match, so each log writer holds a lease lock in the "
+            "meta store; a crashed writer's logs are taken over only after wal.lock_ttl, and "
+            "fencing relies on lease timing. Tune wal.lock_ttl; verify the store with "
+            "`canopy storage-check`",
+            self.config.lock_ttl,
+            store,
+            source,
+        )
 
     # --- logs ----------------------------------------------------------------------------
 
