@@ -60,12 +60,15 @@ __all__ = [
     "EtcdService",
     "S3Service",
     "ServiceError",
+    "etcd_argv",
     "etcd_running",
     "find_etcd_binary",
     "find_weed_binary",
     "free_port",
     "moto_running",
     "pid_alive",
+    "seaweedfs_argv",
+    "seaweedfs_identities_json",
     "seaweedfs_running",
     "start_etcd",
     "start_moto",
@@ -179,6 +182,43 @@ def stop(service: EtcdService | S3Service, timeout: float = STOP_TIMEOUT) -> Non
 # --- etcd ----------------------------------------------------------------------------------------
 
 
+def etcd_argv(
+    binary: str,
+    data_dir: Path | str,
+    *,
+    client_urls: tuple[str, str],
+    peer_urls: tuple[str, str],
+    token: str,
+) -> list[str]:
+    """The command line of a single-member etcd: ``client_urls`` and ``peer_urls`` are
+    (listen, advertise) pairs; logs go to stderr."""
+    return [
+        binary,
+        "--name",
+        "canopy",
+        "--data-dir",
+        str(data_dir),
+        "--listen-client-urls",
+        client_urls[0],
+        "--advertise-client-urls",
+        client_urls[1],
+        "--listen-peer-urls",
+        peer_urls[0],
+        "--initial-advertise-peer-urls",
+        peer_urls[1],
+        "--initial-cluster",
+        f"canopy={peer_urls[1]}",
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        token,
+        "--logger",
+        "zap",
+        "--log-outputs",
+        "stderr",
+    ]
+
+
 def start_etcd(
     data_dir: Path | str,
     *,
@@ -205,31 +245,13 @@ def start_etcd(
         peer = peer_port if peer_port is not None else free_port()
         client_url = f"http://{LOOPBACK}:{client}"
         peer_url = f"http://{LOOPBACK}:{peer}"
-        argv = [
+        argv = etcd_argv(
             binary,
-            "--name",
-            "canopy",
-            "--data-dir",
-            str(data_dir / "data"),
-            "--listen-client-urls",
-            client_url,
-            "--advertise-client-urls",
-            client_url,
-            "--listen-peer-urls",
-            peer_url,
-            "--initial-advertise-peer-urls",
-            peer_url,
-            "--initial-cluster",
-            f"canopy={peer_url}",
-            "--initial-cluster-state",
-            "new",
-            "--initial-cluster-token",
-            f"canopy-{os.getpid()}-{client}",
-            "--logger",
-            "zap",
-            "--log-outputs",
-            "stderr",
-        ]
+            data_dir / "data",
+            client_urls=(client_url, client_url),
+            peer_urls=(peer_url, peer_url),
+            token=f"canopy-{os.getpid()}-{client}",
+        )
         if unsafe_no_fsync:
             argv.append("--unsafe-no-fsync")
         if progress:
@@ -271,8 +293,18 @@ def _maybe_tempdir(path: Path | str | None, prefix: str) -> Iterator[Path]:
 
 
 def _write_seaweedfs_identities(path: Path, key_id: str, secret: str) -> None:
-    """SeaweedFS S3 identities file (``-s3.config``): one admin identity with known keys. With a
-    config file present, SeaweedFS rejects requests signed with any other key."""
+    path.write_text(seaweedfs_identities_json(key_id, secret))
+    path.chmod(0o600)
+
+
+def _socket_flag(flag: str, path: Path) -> list[str]:
+    # Unix socket paths are limited to ~107 bytes; otherwise weed's default in /tmp is used.
+    return [f"{flag}={path}"] if len(str(path)) < 100 else []
+
+
+def seaweedfs_identities_json(key_id: str, secret: str) -> str:
+    """SeaweedFS S3 identities (``-s3.config``): one admin identity with known keys. With it,
+    SeaweedFS rejects requests signed with any other key."""
     config = {
         "identities": [
             {
@@ -282,13 +314,44 @@ def _write_seaweedfs_identities(path: Path, key_id: str, secret: str) -> None:
             }
         ]
     }
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    path.chmod(0o600)
+    return json.dumps(config, indent=2) + "\n"
 
 
-def _socket_flag(flag: str, path: Path) -> list[str]:
-    # Unix socket paths are limited to ~107 bytes; otherwise weed's default in /tmp is used.
-    return [f"{flag}={path}"] if len(str(path)) < 100 else []
+def seaweedfs_argv(
+    binary: str,
+    store_dir: Path | str,
+    *,
+    ip: str,
+    bind: str,
+    ports: tuple[int, int, int, int, int],
+    identities: Path | str,
+    bucket: str,
+) -> list[str]:
+    """The command line of ``weed mini``: advertised as ``ip``, listening on ``bind``, with
+    (master, volume, filer, s3, admin) ``ports``, telemetry off (never without it), WebDAV,
+    admin UI, Iceberg and Lance off, S3 authentication from ``identities`` and ``bucket``
+    created at start."""
+    master, volume, filer, s3, admin = ports
+    return [
+        binary,
+        "mini",
+        f"-dir={store_dir}",
+        f"-ip={ip}",
+        f"-ip.bind={bind}",
+        "-master.telemetry=false",  # never without it
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        f"-s3.port={s3}",
+        f"-admin.port={admin}",  # the admin server listens even with the UI off
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={identities}",
+        f"-bucket={bucket}",
+        "-volume.preStopSeconds=0",
+    ]
 
 
 def start_seaweedfs(
@@ -318,25 +381,17 @@ def start_seaweedfs(
     def attempt() -> S3Service:
         s3 = s3_port if s3_port is not None else free_port(pair_with_grpc_twin=True)
         master, volume, filer, admin = (free_port(pair_with_grpc_twin=True) for _ in range(4))
+        ports = (master, volume, filer, s3, admin)
         argv = [
-            binary,
-            "mini",
-            f"-dir={store_dir}",
-            f"-ip={LOOPBACK}",
-            f"-ip.bind={LOOPBACK}",
-            "-master.telemetry=false",  # never without it
-            f"-master.port={master}",
-            f"-volume.port={volume}",
-            f"-filer.port={filer}",
-            f"-s3.port={s3}",
-            f"-admin.port={admin}",  # the admin server listens even with the UI off
-            "-webdav=false",
-            "-admin.ui=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.config={identities}",
-            f"-bucket={bucket}",
-            "-volume.preStopSeconds=0",
+            *seaweedfs_argv(
+                binary,
+                store_dir,
+                ip=LOOPBACK,
+                bind=LOOPBACK,
+                ports=ports,
+                identities=identities,
+                bucket=bucket,
+            ),
             *_socket_flag("-s3.localSocket", data_dir / "s3.sock"),
             *_socket_flag("-filer.localSocket", data_dir / "filer.sock"),
         ]
