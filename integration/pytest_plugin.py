@@ -11,6 +11,17 @@ the ``pytest11`` entry point once Canopy is installed).
 
     def test_insert(local_cluster):
         client = MilvusClient(uri=local_cluster.uri)
+
+* ``canopy_container`` (module): a :class:`~integration.testcontainers.CanopyContainer`
+  (``canopy standalone`` in Docker, image ``$CANOPY_IMAGE`` or ``canopy:latest``).
+* ``canopy_cluster`` (module): a :class:`~integration.testcontainers.CanopyCluster` (etcd,
+  SeaweedFS, coordinator, 2 streaming nodes, 2 proxies in containers on one network).
+
+    def test_in_docker(canopy_container):
+        client = MilvusClient(uri=canopy_container.uri)
+
+Both need a Docker daemon, the images (``bash deploy/build-image.sh --services``) and
+``pip install 'canopy[testcontainers]'``.
 """
 
 from __future__ import annotations
@@ -42,4 +53,20 @@ def local_cluster(
         s3=s3,
         work_dir=tmp_path_factory.mktemp("canopy-cluster"),
     ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def canopy_container() -> Iterator[Any]:
+    from integration.testcontainers import CanopyContainer
+
+    with CanopyContainer() as container:
+        yield container
+
+
+@pytest.fixture(scope="module")
+def canopy_cluster() -> Iterator[Any]:
+    from integration.testcontainers import CanopyCluster
+
+    with CanopyCluster(proxies=2, streaming_nodes=2) as cluster:
         yield cluster
