@@ -2,6 +2,7 @@
 # Build the Canopy container image (deploy/Dockerfile) from this checkout.
 #
 #   bash deploy/build-image.sh [--local-base] [--base-image IMAGE] [--tag TAG]... [--services]
+#                              [--label KEY=VALUE]...
 #
 # 1. builds Canopy and every dependency as wheels on the host (pip wheel; pip's cache makes
 #    repeated builds fast), into a temporary build context;
@@ -20,13 +21,15 @@ BASE_IMAGE="python:3.11-slim"
 LOCAL_BASE=0
 SERVICES=0
 TAGS=()
+LABELS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --local-base) LOCAL_BASE=1; shift ;;
     --base-image) BASE_IMAGE="$2"; shift 2 ;;
     --tag) TAGS+=("$2"); shift 2 ;;
     --services) SERVICES=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --label) LABELS+=(--label "$2"); shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-image: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,7 +50,11 @@ trap 'rm -rf "$CONTEXT"' EXIT
 say "building wheels of canopy $VERSION and its dependencies"
 target="."
 [[ "$SERVICES" == 0 ]] || target=".[services]"
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$CONTEXT/wheels" "$target"
+if ! "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$CONTEXT/wheels" \
+  "$target" >"$CONTEXT/wheels.log" 2>&1; then
+  cat "$CONTEXT/wheels.log" >&2
+  die "pip wheel failed"
+fi
 cp deploy/Dockerfile "$CONTEXT/Dockerfile"
 
 build() {  # build EXTRAS TAG...
@@ -55,8 +62,13 @@ build() {  # build EXTRAS TAG...
   shift
   for tag in "$@"; do tag_args+=(--tag "$tag"); done
   say "docker build (FROM $BASE_IMAGE${extras:+, extras $extras}) -> $*"
-  DOCKER_BUILDKIT=0 docker build --quiet --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --build-arg "CANOPY_EXTRAS=$extras" "${tag_args[@]}" "$CONTEXT" >/dev/null
+  # the legacy builder needs no buildx plugin; its output is shown only when the build fails
+  if ! DOCKER_BUILDKIT=0 docker build --quiet --network none \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "CANOPY_EXTRAS=$extras" \
+    "${tag_args[@]}" ${LABELS[@]+"${LABELS[@]}"} "$CONTEXT" >"$CONTEXT/build.log" 2>&1; then
+    cat "$CONTEXT/build.log" >&2
+    die "docker build failed"
+  fi
 }
 build "" "${TAGS[@]}"
 SERVICE_TAGS=()
