@@ -93,11 +93,11 @@ class HealthServer:
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, object]]:
         request = (await reader.readline()).decode("latin-1").split()
+        if len(request) < 2:
+            raise ValueError("not an HTTP request")
         for _ in range(_MAX_HEADER_LINES):  # the headers carry nothing we need
             if (await reader.readline()) in (b"\r\n", b"\n", b""):
                 break
-        if len(request) < 2:
-            raise ValueError("not an HTTP request")
         method, path = request[0], request[1].split("?", 1)[0]
         probe = self._probes.get(path)
         if probe is None:
