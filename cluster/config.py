@@ -78,6 +78,9 @@ class StreamingSection:
     advertise: str = ""  # address other roles use to reach this node; default host:port
     session_ttl: float = 10.0  # seconds without keepalive before channels move elsewhere
     time_tick_interval: float = 0.2  # seconds between time ticks on an idle channel
+    # cache of sealed segments no query node serves (kept across restarts); "" = a temp dir
+    sealed_cache_dir: str = ""
+    sealed_cache_gb: float = 4.0  # size bound of that cache (least recently used goes first)
 
 
 @dataclass

@@ -13,8 +13,9 @@ A timestamp is ``physical_ms << 18 | logical`` (Milvus's layout: 46 bits of Unix
 - Each write of the mark is a CAS on the key's version. A second oracle that starts on the same
   key takes it over (that is also how a restart after a crash looks); the first one learns at
   its next renewal, raises :class:`~cluster.coordinator.errors.TsoFenced` from then on, and never
-  issues beyond the window it owned. Keeping a single live oracle is the job of the
-  coordinator's leader lease; the CAS makes a second one fail loudly instead of corrupting time.
+  issues beyond the window it owned. There is no leader lease yet: a deployment runs exactly one
+  coordinator (the Kubernetes manifests: one replica, ``Recreate``), and the CAS makes a second
+  one fail loudly instead of corrupting time.
 """
 
 from __future__ import annotations

@@ -65,7 +65,11 @@ class StreamingRole(Role):
             coordinator,
             meta=meta,
             clock=self.clock,
-            config=StreamingConfig(time_tick_interval=cfg.streaming.time_tick_interval),
+            config=StreamingConfig(
+                time_tick_interval=cfg.streaming.time_tick_interval,
+                sealed_cache_dir=cfg.streaming.sealed_cache_dir or None,
+                sealed_cache_bytes=int(cfg.streaming.sealed_cache_gb * (1 << 30)),
+            ),
             query_router=router,
         )
         self.server = RpcServer(

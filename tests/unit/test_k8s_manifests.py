@@ -351,7 +351,8 @@ def test_everything_runs_as_non_root(objects: list[Doc]) -> None:
 
 def test_writable_paths_are_volumes(objects: list[Doc], cm_text: str, tmp_path: Path) -> None:
     """A read-only root filesystem needs /tmp, the image's working directory (its user's HOME)
-    and the query node's cache_dir on writable volumes; the cache volume holds cache_gb."""
+    and the cache directories (querynode.cache_dir, streaming.sealed_cache_dir) on writable
+    volumes; a cache's volume holds its size bound."""
     for workload, container in containers(objects):
         if not container.get("securityContext", {}).get("readOnlyRootFilesystem"):
             continue
@@ -363,10 +364,17 @@ def test_writable_paths_are_volumes(objects: list[Doc], cm_text: str, tmp_path: 
         }
         for needed in ("/tmp", image_workdir()):
             assert needed in writable, f"{container['name']}: {needed} is not writable"
-        if container["args"][0] != "query-node":
-            continue
         config = effective_config(cm_text, container, tmp_path)
-        (volume,) = [v for at, v in writable.items() if config.querynode.cache_dir == at]
-        limit = volume.get("emptyDir", {}).get("sizeLimit")
+        cache = {
+            "query-node": (config.querynode.cache_dir, config.querynode.cache_gb),
+            "streaming-node": (config.streaming.sealed_cache_dir, config.streaming.sealed_cache_gb),
+        }.get(container["args"][0])
+        if cache is None:
+            continue
+        cache_dir, cache_gb = cache
+        assert cache_dir, f"{container['name']}: its cache would be a temp dir under /tmp"
+        mounts = [at for at in writable if cache_dir == at or cache_dir.startswith(at + "/")]
+        assert mounts, f"{container['name']}: cache {cache_dir} is not on a writable volume"
+        limit = writable[max(mounts, key=len)].get("emptyDir", {}).get("sizeLimit")
         if limit is not None:
-            assert config.querynode.cache_gb * 2**30 <= quantity(limit)
+            assert cache_gb * 2**30 <= quantity(limit), container["name"]
