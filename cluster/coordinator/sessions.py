@@ -10,9 +10,16 @@ Contract:
   counter ``node_ids`` (CAS increment, see :class:`~cluster.coordinator.ids.IdAllocator`), so
   they are unique across nodes, roles and restarts and never reused. Registering a node id that
   already has a live session raises :class:`SessionExists` (retryable: the old one expires).
-- A session whose lease is lost (keepalive failed for a whole ttl, or etcd says it is gone) is
-  over: :attr:`NodeSession.alive` turns false and :meth:`NodeSession.wait_lost` returns. The
-  coordinator will have moved the node's work; the node must stop serving and register anew.
+- A session whose lease is lost (the meta store says it is gone, or a keepalive fails for a
+  reason that is not retryable) is over: :attr:`NodeSession.alive` turns false and
+  :meth:`NodeSession.wait_lost` returns. The coordinator will have moved the node's work; the
+  node must stop serving and register anew.
+- A session whose keepalives have failed for a whole ttl with retryable errors (the meta store
+  is unreachable: restarting, or this node is partitioned from it) is *unconfirmed*
+  (:attr:`NodeSession.confirmed` false): its lease may have expired, so the node must not serve
+  work that could have moved. The keepalive goes on; when the store answers, either the lease is
+  still there (an etcd restart keeps leases: nothing moved, the session is confirmed again) or
+  it is gone (the session is lost).
 - :class:`SessionRegistry` lists live sessions per role and :meth:`SessionRegistry.watch` yields
   :class:`SessionEvent` (joined / updated / left) after a consistent snapshot, with no event
   missed or repeated across watch reconnects (see ``cluster/coordinator/watching.py``).
@@ -188,6 +195,26 @@ class NodeSession:
         """True from ``start`` until the session is closed, abandoned or its lease lost."""
         return self._lease is not None and self._lease.alive and not self._lost.is_set()
 
+    @property
+    def confirmed(self) -> bool:
+        """Alive, and a keepalive succeeded less than a ttl ago (see the module docstring)."""
+        if not self.alive:
+            return False
+        assert self._lease is not None
+        return self.clock.monotonic() - self._refreshed_at < self._lease.ttl
+
+    def unconfirmed_reason(self) -> str | None:
+        """Why the session cannot be relied on right now; None when it is confirmed."""
+        if not self.alive:
+            return f"session {self.key} is lost"
+        if not self.confirmed:
+            since = self.clock.monotonic() - self._refreshed_at
+            return (
+                f"session {self.key} is unconfirmed: no keepalive for {since:.1f}s (the meta "
+                "store is unreachable)"
+            )
+        return None
+
     async def start(self) -> SessionInfo:
         """Allocate a node id if none was given, grant the lease, create the key (it must not
         exist: ``SessionExists``) and start the keepalive."""
@@ -218,27 +245,37 @@ class NodeSession:
 
     async def _keepalive_loop(self, lease: Lease) -> None:
         """Refresh every ttl/3; give up (the session is lost) when the store says the lease is
-        gone or no refresh has succeeded for a whole ttl."""
-        last_ok = self._refreshed_at
+        gone or a refresh fails for a reason that is not retryable. Retryable failures go on
+        being retried; after a whole ttl of them the session is unconfirmed until one works."""
+        unconfirmed = False
         while lease.alive:
             await self.clock.sleep(lease.ttl / 3)
             sent = self.clock.monotonic()
             try:
                 await lease.keepalive()
-                last_ok = self._refreshed_at = sent
             except LeaseExpired:
                 log.warning("session %s lost: its lease expired", self.key)
                 return
             except CanopyError as exc:
-                if not exc.retryable or self.clock.monotonic() - last_ok >= lease.ttl:
+                if not exc.retryable:
+                    log.warning("session %s lost: keepalive failed: %s", self.key, exc)
+                    return
+                if not unconfirmed and not self.confirmed:
+                    unconfirmed = True
                     log.warning(
-                        "session %s lost: no keepalive for %.1fs (%s)",
+                        "session %s unconfirmed: no keepalive for %.1fs (%s); not serving until "
+                        "the meta store answers",
                         self.key,
-                        self.clock.monotonic() - last_ok,
+                        self.clock.monotonic() - self._refreshed_at,
                         exc,
                     )
-                    return
-                log.info("session %s keepalive failed, retrying: %s", self.key, exc)
+                else:
+                    log.info("session %s keepalive failed, retrying: %s", self.key, exc)
+                continue
+            self._refreshed_at = sent
+            if unconfirmed:
+                unconfirmed = False
+                log.warning("session %s confirmed again: its lease outlived the outage", self.key)
 
     def _keepalive_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:

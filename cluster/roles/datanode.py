@@ -141,6 +141,10 @@ class DataNodeRole(Role):
         self.session: NodeSession | None = None
         self.worker: IndexBuildWorker | None = None
 
+    async def _not_ready(self) -> list[str]:
+        reason = self.session.unconfirmed_reason() if self.session is not None else None
+        return [reason] if reason else []
+
     async def _start(self) -> None:
         cfg = self.config
         meta = open_meta_store(cfg.meta, clock=self.clock)

@@ -45,6 +45,10 @@ class QueryNodeRole(Role):
         self.session: NodeSession | None = None
         self.server: RpcServer | None = None
 
+    async def _not_ready(self) -> list[str]:
+        reason = self.session.unconfirmed_reason() if self.session is not None else None
+        return [reason] if reason else []
+
     async def _start(self) -> None:
         cfg = self.config
         qn = cfg.querynode

@@ -3,7 +3,9 @@
 Start order: WAL store, coordinator client, the streaming node, its gRPC service (so the address
 is known), then the leased session that announces that address, and last the assignment
 watcher. From then on the channel manager assigns channels; the node fences each channel's WAL,
-replays it and acks. Losing the session (a lease that expired, e.g. after a long pause) stops the
+replays it and acks. While the meta store is unreachable for longer than a session ttl the
+session is unconfirmed and the node refuses reads and writes (retryable) until the store answers
+again. Losing the session (a lease that expired, e.g. after a long pause) stops the
 process: its channels have moved and it must not serve them.
 
 Stop order is the reverse: the node closes its channels (sealed data completes), then the
@@ -44,6 +46,10 @@ class StreamingRole(Role):
         self.node: StreamingNode | None = None
         self.session: NodeSession | None = None
         self.server: RpcServer | None = None
+
+    async def _not_ready(self) -> list[str]:
+        reason = self.session.unconfirmed_reason() if self.session is not None else None
+        return [reason] if reason else []
 
     async def _start(self) -> None:
         cfg = self.config

@@ -377,6 +377,9 @@ class StreamingNode:
     def _check_usable(self) -> None:
         if self.status is not NodeStatus.SERVING:
             raise NodeClosed(f"streaming node is {self.status.value}")
+        if self.session is not None and (reason := self.session.unconfirmed_reason()):
+            # its channels may have moved meanwhile: serving them could miss newer writes
+            raise NodeClosed(f"streaming node is not serving: {reason}")
 
     async def _route(
         self, collection_id: int, vchannel: str, *partition_ids: int | None

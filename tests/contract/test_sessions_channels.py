@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from polling import until
 
 from cluster.coordinator.channel_manager import (
     AssignmentEvent,
@@ -387,3 +388,68 @@ async def test_nodes_stop_promptly_while_the_manager_revokes(manager_meta: MetaS
         assert mgr.failure is None
         async with asyncio.timeout(5):
             await steady.stop()
+
+
+class FlakyLeases:
+    """The store, except that keepalives of granted leases fail with ``Unavailable`` while
+    ``down`` is set (the node is cut off from the store; the store itself goes on)."""
+
+    def __init__(self, meta: MetaStore) -> None:
+        self._meta, self.down = meta, False
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._meta, name)
+
+    async def grant_lease(self, ttl: float):  # type: ignore[no-untyped-def]
+        lease = await self._meta.grant_lease(ttl)
+        outer = self
+
+        class Cut:
+            def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+                return getattr(lease, name)
+
+            async def keepalive(self) -> None:
+                if outer.down:
+                    raise Unavailable("cut off from the meta store (test)")
+                await lease.keepalive()
+
+        return Cut()
+
+
+async def test_a_cut_off_session_is_unconfirmed_then_lost_when_its_lease_expired(
+    meta: MetaStore,
+) -> None:
+    """Keepalives failing for a whole ttl make the session unconfirmed (alive, not to be
+    served from); when the store answers again and the lease expired meanwhile, it is lost."""
+    flaky = FlakyLeases(meta)
+    session = NodeSession(flaky, STREAMING, address="a", clock=CLOCK, ttl=TTL)  # type: ignore[arg-type]
+    await session.start()
+    try:
+        assert session.confirmed and session.unconfirmed_reason() is None
+        flaky.down = True
+        started = time.monotonic()
+        await until(lambda: not session.confirmed, within=session.lease_ttl + 5, interval=0.05)
+        assert time.monotonic() - started >= session.lease_ttl * 0.5
+        # unconfirmed; an in-process store (memory, sqlite) may already know the lease expired
+        assert session.unconfirmed_reason() is not None
+        # past the real expiry (etcd rounds ttls up and keeps an expired lease briefly)
+        await asyncio.sleep(session.lease_ttl + 1.5)
+        flaky.down = False
+        await asyncio.wait_for(session.wait_lost(), session.lease_ttl + 5)
+        assert not session.alive and "lost" in (session.unconfirmed_reason() or "")
+    finally:
+        await session.close()
+
+
+async def test_a_short_cut_leaves_the_session_confirmed(meta: MetaStore) -> None:
+    flaky = FlakyLeases(meta)
+    session = NodeSession(flaky, STREAMING, address="a", clock=CLOCK, ttl=TTL)  # type: ignore[arg-type]
+    await session.start()
+    try:
+        flaky.down = True
+        await asyncio.sleep(session.lease_ttl / 3 + 0.05)  # one keepalive fails
+        flaky.down = False
+        await asyncio.sleep(session.lease_ttl / 3 + 0.05)
+        assert session.alive and session.confirmed
+    finally:
+        await session.close()

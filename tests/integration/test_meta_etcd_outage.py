@@ -9,7 +9,9 @@ import asyncio
 import pytest
 from polling import until
 
+from cluster.coordinator.sessions import STREAMING, NodeSession
 from integration.services import start_etcd, stop
+from woodpecker.clock import RealClock
 from woodpecker.errors import Unavailable
 from woodpecker.meta import EventType, open_meta_store
 
@@ -59,5 +61,30 @@ async def test_etcd_restart_resumes_watch_and_keeps_lease(tmp_path) -> None:
         assert (await store.get("session")) is not None
         await lease.revoke()
     finally:
+        await store.close()
+        await asyncio.to_thread(stop, etcd)
+
+
+async def test_a_session_outlives_an_etcd_restart_longer_than_its_ttl(tmp_path) -> None:
+    """etcd keeps leases across a restart: a node session whose keepalives failed for more
+    than its ttl is unconfirmed meanwhile, then confirmed again with its key still there (the
+    node keeps its work instead of exiting)."""
+    etcd = await asyncio.to_thread(start_etcd, tmp_path)
+    store = open_meta_store(etcd.uri("sessions"))
+    session = NodeSession(store, STREAMING, address="n:1", clock=RealClock(), ttl=2.0)
+    try:
+        await session.start()
+        await asyncio.to_thread(stop, etcd)
+        await until(lambda: not session.confirmed, within=10, interval=0.05)
+        await asyncio.sleep(1.0)  # well past the ttl without a keepalive
+        assert session.alive
+        etcd = await asyncio.to_thread(
+            start_etcd, tmp_path, port=etcd.port, peer_port=etcd.peer_port
+        )
+        await until(lambda: session.confirmed, within=20, interval=0.1)
+        assert session.alive
+        assert (await store.get(session.key)) is not None
+    finally:
+        await session.close()
         await store.close()
         await asyncio.to_thread(stop, etcd)
