@@ -25,6 +25,8 @@ from cluster.coordinator.ids import IdAllocator
 from cluster.coordinator.service import LocalCoordinator
 from cluster.coordinator.sessions import NODE_IDS_KEY
 from cluster.datanode.worker import IndexBuildWorker
+from cluster.feed import feed_services
+from cluster.feed.admin import standalone_node
 from cluster.proxy.meta_cache import CachedCatalog
 from cluster.proxy.routing import StaticRouter
 from cluster.proxy.server import ProxyServer
@@ -138,7 +140,15 @@ class Standalone:
             servicer = ProxyServicer(
                 self.coordinator, self.meta_cache, StaticRouter(self.node), self.clock
             )
-            self.server = ProxyServer(servicer, cfg.host, cfg.port)
+            services = feed_services(
+                self.log_store,
+                self.meta_cache.describe_collection,
+                self.coordinator.allocate_timestamp,
+                local_node=standalone_node(
+                    lambda: self.uri.removeprefix("http://"), self.clock.now()
+                ),
+            )
+            self.server = ProxyServer(servicer, cfg.host, cfg.port, services=services)
             await self.server.start()
         except BaseException:
             await self.stop()

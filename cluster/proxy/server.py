@@ -10,10 +10,12 @@ sent (gRPC's 4 MiB default refuses ordinary inserts: 2,000 x 768 floats is 6.2 M
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from pymilvus.grpc_gen import milvus_pb2_grpc
 
-from cluster.rpc.server import MAX_MESSAGE_BYTES, RpcServer, ServerState
+from cluster.rpc.server import MAX_MESSAGE_BYTES, RpcServer, ServerState, Servicer
 
 __all__ = ["MAX_MESSAGE_BYTES", "ProxyServer", "ServerState"]
 
@@ -30,7 +32,8 @@ class _MilvusService:
 
 class ProxyServer(RpcServer):
     """Serves ``servicer`` (a ``MilvusServiceServicer``) on ``host:port``: an
-    :class:`~cluster.rpc.server.RpcServer` with the Milvus API as its one service."""
+    :class:`~cluster.rpc.server.RpcServer` with the Milvus API and ``services`` (Canopy's own
+    public services on the same port: the change feed and admin view, ``cluster/feed``)."""
 
     def __init__(
         self,
@@ -39,11 +42,12 @@ class ProxyServer(RpcServer):
         port: int = 19530,
         *,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        services: Sequence[Servicer] = (),
     ) -> None:
         super().__init__(
             host,
             port,
-            [_MilvusService(servicer)],
+            [_MilvusService(servicer), *services],
             max_message_bytes=max_message_bytes,
             name="proxy (Milvus gRPC API)",
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from cluster.config import CanopyConfig
+from cluster.feed import feed_services
 from cluster.proxy.discovery import SessionRouter
 from cluster.proxy.meta_cache import CachedCatalog
 from cluster.proxy.server import ProxyServer
@@ -18,6 +19,7 @@ from cluster.proxy.servicer import ProxyServicer
 from cluster.roles.base import Role
 from cluster.rpc.coordinator import CoordinatorClient
 from woodpecker.clock import Clock, RealClock
+from woodpecker.logstore import LogStore
 from woodpecker.meta import open_meta_store
 
 log = logging.getLogger("canopy.proxy")
@@ -53,7 +55,16 @@ class ProxyRole(Role):
         await catalog.open()
         self.on_stop("metadata cache", catalog.close)
         servicer = ProxyServicer(coordinator, catalog, self.router, self.clock)
-        self.server = ProxyServer(servicer, cfg.proxy.host, cfg.proxy.port)
+        services = []
+        if cfg.object_store:  # the change feed reads the WAL from object storage
+            logs = await LogStore.open(cfg.object_store, meta, cfg.wal, clock=self.clock)
+            self.on_stop("WAL reader store", logs.close)
+            services = feed_services(
+                logs, catalog.describe_collection, coordinator.allocate_timestamp
+            )
+        else:
+            log.warning("object_store is not set: no change feed or admin view on this proxy")
+        self.server = ProxyServer(servicer, cfg.proxy.host, cfg.proxy.port, services=services)
         await self.server.start()
         self.on_stop("Milvus API server", self.server.stop)
         log.info(

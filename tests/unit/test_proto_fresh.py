@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gen_proto"
-GENERATED = ("canopy_pb2.py", "canopy_pb2_grpc.py")
+GENERATED = ("canopy_pb2.py", "canopy_pb2_grpc.py", "feed_pb2.py", "feed_pb2_grpc.py")
 
 
 def test_generated_bindings_are_fresh(tmp_path: Path) -> None:
