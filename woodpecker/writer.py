@@ -146,7 +146,7 @@ class LogWriter:
             isinstance(k, str) and isinstance(v, str) for k, v in properties.items()
         ):
             raise InvalidArgument("properties must map str to str")
-        data = encode_entry(bytes(payload), properties)
+        data = encode_entry(payload, properties)  # copies the payload: the caller may reuse it
         future: asyncio.Future[MessageId] = asyncio.get_running_loop().create_future()
         now = self._clock.monotonic()
         if not self._buffer:

@@ -34,7 +34,8 @@ Contract notes:
 * ``$meta`` (dynamic collections): each value must be a JSON object without the key ``$meta`` or
   any static field name; a missing ``$meta`` column means ``{}`` for every row.
 * No Python loop over rows, except where the protobuf itself holds one message per row (ARRAY
-  cells) and the per-value JSON parse of ``$meta``.
+  cells) and the per-value JSON parse of ``$meta`` (values that are exactly ``{}`` are not
+  parsed).
 
 :func:`encode_field_data` is the reverse for Query/Search results: Arrow columns -> FieldData
 (full-length scalars with ``valid_data`` for nullable fields, as pymilvus expects).
@@ -97,6 +98,7 @@ _SLOT: dict[DataType, tuple[str, type | None, str]] = {
     DataType.VARCHAR: ("string_data", None, "string"),
     DataType.JSON: ("json_data", None, "json"),
 }
+_EMPTY_OBJECT = pa.scalar(b"{}", pa.binary())
 _INT_RANGE = {DataType.INT8: (-(2**7), 2**7 - 1), DataType.INT16: (-(2**15), 2**15 - 1)}
 _ZERO: dict[DataType, object] = {
     DataType.BOOL: False,
@@ -436,14 +438,21 @@ def _decode_dynamic(
         raise _rows_mismatch(DYNAMIC_FIELD_NAME, len(raw), num_rows)
     out = pa.array(raw, pa.binary())
     check_json_length(out, DYNAMIC_FIELD_NAME, dynamic=True)
-    # One parse per value (the contract allows it for $meta), driven by C-level map/union; the
-    # Python loop below runs only to name the offending row of a bad request.
+    # One parse per value other than the literal ``{}`` (what clients send for a row without
+    # dynamic keys: a valid object without keys, nothing to check), driven by C-level
+    # map/union; the Python loop below runs only to name the offending row of a bad request.
+    given = np.flatnonzero(pc.not_equal(out, _EMPTY_OBJECT).to_numpy(zero_copy_only=False))
+    if len(given) == 0:
+        return out
+    rows = given.tolist()
+    if len(rows) < num_rows:
+        raw = [raw[i] for i in rows]
     try:
         objs = list(map(orjson.loads, raw))
     except orjson.JSONDecodeError:
         objs = None
     if objs is None or set(map(type, objs)) - {dict}:
-        for i, value in enumerate(raw):
+        for i, value in zip(rows, raw, strict=True):
             try:
                 obj = orjson.loads(value)
             except orjson.JSONDecodeError as exc:

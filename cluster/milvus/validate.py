@@ -177,6 +177,13 @@ def check_finite(values: np.ndarray) -> None:
     """Refuse NaN and +-Inf anywhere in ``values`` (float vectors, FLOAT/DOUBLE columns)."""
     if values.size == 0:
         return
+    flat = values.reshape(-1)
+    # Fast path: NaN or +-Inf anywhere makes the dot product NaN or Inf (inf * inf, never
+    # 0 * inf); a non-finite result may also be an overflow, so the exact check decides then.
+    if flat.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.dot(flat, flat)):
+                return
     finite = np.isfinite(values)
     if finite.all():
         return
