@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from pymilvus.grpc_gen import milvus_pb2
 
-from sdk import _rpc
+from sdk import _bulk, _rpc
 from sdk.errors import InvalidArgument
 from sdk.schema import CollectionSchema, IndexParams
 
@@ -210,8 +210,20 @@ class ClientAPI:
         partition_name: str | None = "",
         **kwargs: Any,
     ) -> Any:
-        op = _rpc.write(self._state, collection_name, data, partition_name, upsert=False)
-        return self._run(op, timeout)
+        """As pymilvus's ``insert``; columnar data over ~4 MiB is sent as several requests, three
+        in flight (:mod:`sdk._bulk`: order, answers and the one caveat)."""
+        chunks = _bulk.split(data)
+        if chunks is None:
+            op = _rpc.write(self._state, collection_name, data, partition_name, upsert=False)
+            return self._run(op, timeout)
+        ops = [
+            _rpc.write(self._state, collection_name, chunk, partition_name, upsert=False)
+            for chunk in chunks
+        ]
+        return self._run_bulk(ops, timeout)
+
+    def _run_bulk(self, ops: list[_rpc.Op], timeout: float | None) -> Any:  # pragma: no cover
+        raise NotImplementedError
 
     def upsert(
         self,

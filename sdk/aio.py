@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from pymilvus.grpc_gen import milvus_pb2_grpc
 
-from sdk import _rpc
+from sdk import _bulk, _rpc
 from sdk._api import CHANNEL_OPTIONS, ClientAPI, auth_metadata, target_of
 from sdk.errors import CanopyError, Timeout, error_from_rpc
 
@@ -58,6 +58,18 @@ class AsyncClient(ClientAPI):
                 step = op.send(reply)
         except StopIteration as done:
             return done.value
+
+    async def _run_bulk(self, ops: list[_rpc.Op], timeout: float | None) -> Any:  # noqa: ASYNC109
+        """The slices of one insert, ``_bulk.IN_FLIGHT`` at a time, under one deadline."""
+        deadline = time.monotonic() + _rpc.resolve_timeout(timeout, self._timeout)
+        slots = asyncio.Semaphore(_bulk.IN_FLIGHT)
+
+        async def run(op: _rpc.Op) -> Any:
+            async with slots:
+                return await self._run(op, max(deadline - time.monotonic(), 0.001))
+
+        results = await asyncio.gather(*(run(op) for op in ops), return_exceptions=True)
+        return _bulk.gather(list(results))
 
     async def _invoke(self, call: _rpc.Call, deadline: float) -> Any:
         method = getattr(self._stub, call.method)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 from pymilvus.grpc_gen import milvus_pb2_grpc
 
-from sdk import _rpc
+from sdk import _bulk, _rpc
 from sdk._api import CHANNEL_OPTIONS, ClientAPI, auth_metadata, target_of
 from sdk.errors import CanopyError, Timeout, error_from_rpc
 
@@ -59,6 +60,17 @@ class Client(ClientAPI):
                 step = op.send(reply)
         except StopIteration as done:
             return done.value
+
+    def _run_bulk(self, ops: list[_rpc.Op], timeout: float | None) -> Any:
+        """The slices of one insert, ``_bulk.IN_FLIGHT`` at a time, under one deadline."""
+        deadline = time.monotonic() + _rpc.resolve_timeout(timeout, self._timeout)
+
+        def run(op: _rpc.Op) -> Any:
+            return self._run(op, max(deadline - time.monotonic(), 0.001))
+
+        with ThreadPoolExecutor(_bulk.IN_FLIGHT, thread_name_prefix="canopy-insert") as pool:
+            futures = [pool.submit(run, op) for op in ops]
+        return _bulk.gather([f.exception() or f.result() for f in futures])
 
     def _invoke(self, call: _rpc.Call, deadline: float) -> Any:
         method = getattr(self._stub, call.method)

@@ -5,6 +5,7 @@ outputs equal the dict-shaped results; malformed input is refused before anythin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,10 +23,15 @@ FORMS = ["rows", "numpy", "arrow", "batch", "pandas"]
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sdk.Client]:
+def server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with StandaloneProcess(tmp_path_factory.mktemp("sdk-columnar") / "data") as proc:
-        with sdk.Client(proc.uri) as c:
-            yield c
+        yield proc.uri
+
+
+@pytest.fixture(scope="module")
+def client(server_uri: str) -> Iterator[sdk.Client]:
+    with sdk.Client(server_uri) as c:
+        yield c
 
 
 def _columns() -> dict[str, Any]:
@@ -147,3 +153,37 @@ def test_bad_input_is_refused_before_sending(
     with pytest.raises(sdk.InvalidArgument, match=fragment):
         client.insert(name, cols)
     assert client.query(name, "", output_fields=["count(*)"]) == [{"count(*)": 0}]
+
+
+def test_a_large_numpy_insert_is_sent_in_slices_and_answers_as_one(server_uri: str) -> None:
+    """40,000 x 128-d (about 20 MB): several requests, two in flight; ids in the given order,
+    every row stored once."""
+    rows, dim = 40_000, 128
+    data = {
+        "id": np.arange(rows, dtype=np.int64),
+        "vector": np.random.default_rng(3).random((rows, dim), dtype=np.float32),
+    }
+    with sdk.Client(uri=server_uri) as client:
+        client.create_collection("bulk_sync", dimension=dim)
+        answer = client.insert("bulk_sync", data)
+        assert answer["insert_count"] == rows and answer["ids"] == list(range(rows))
+        got = client.query(
+            "bulk_sync", filter="", output_fields=["count(*)"], consistency_level="Strong"
+        )
+        assert got[0]["count(*)"] == rows
+        (row,) = client.get("bulk_sync", ids=[rows - 1], output_fields=["vector"])
+        np.testing.assert_allclose(row["vector"], data["vector"][-1], rtol=1e-6)
+        client.drop_collection("bulk_sync")
+
+    async def run_async() -> None:
+        async with sdk.AsyncClient(uri=server_uri) as client:
+            await client.create_collection("bulk_async", dimension=dim)
+            answer = await client.insert("bulk_async", data)
+            assert answer["insert_count"] == rows and answer["ids"] == list(range(rows))
+            got = await client.query(
+                "bulk_async", filter="", output_fields=["count(*)"], consistency_level="Strong"
+            )
+            assert got[0]["count(*)"] == rows
+            await client.drop_collection("bulk_async")
+
+    asyncio.run(run_async())
