@@ -142,9 +142,12 @@ async def open_watch(
             min_ts=token.floor_ts,
         )
     elif start == "since_ts":
+        # nothing of the collection precedes its creation: an older ``since`` (0, say) must not
+        # be refused because the shared channels were truncated before the collection existed
+        since = max(request.since_ts, info.create_ts)
         starts = dict.fromkeys(info.pchannels, MessageId.EARLIEST)
-        cursors = await _open_cursors(logs, starts, since_ts=request.since_ts)
-        merger = Merger(info.collection_id, cursors, min_ts=request.since_ts)
+        cursors = await _open_cursors(logs, starts, since_ts=since)
+        merger = Merger(info.collection_id, cursors, min_ts=since)
     else:  # now: resolve the tails first, then take the timestamp (cluster/FEED.md)
         cursors = await _open_cursors(logs, dict.fromkeys(info.pchannels, MessageId.LATEST))
         try:

@@ -309,6 +309,17 @@ async def test_a_start_behind_deleted_wal_segments_is_refused_naming_the_oldest_
     await env.insert(2, shard=0)
     assert [event(c) for c in await take(late, 1)] == [env.written[-1]]
     late.close()
+    # a collection created after the truncation: since=0 means "from its creation", served
+    born = await create_test_collection(env.coordinator, dim=DIM, shards=2, name="born_later")
+    rows = env.batch(3)
+    await env.node.insert(
+        born.collection_id, born.partitions[0].partition_id, born.vchannels[0], rows
+    )
+    (first,) = await take(watch_async(env.channel, "born_later", since=0), 1)
+    assert (first.op, sorted(r["id"] for r in first.rows)) == (
+        "insert",
+        rows.column("id").to_pylist(),
+    )
 
 
 async def test_dropping_the_collection_ends_the_stream_after_its_last_change(env: Env) -> None:
