@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -166,6 +167,10 @@ async def build_index(
     return stored
 
 
+class BuildCancelled(Exception):
+    """Raised inside the build thread to stop a build whose caller was cancelled."""
+
+
 async def _build_and_upload(
     objects: ObjectStore,
     prefix: str,
@@ -178,6 +183,13 @@ async def _build_and_upload(
     with tempfile.TemporaryDirectory(prefix="canopy-index-") as tmp:
         path = Path(tmp) / "hnsw.bin"
 
+        cancelled = threading.Event()
+
+        def progress(fraction: float) -> None:
+            if cancelled.is_set():
+                raise BuildCancelled("the index build was cancelled")
+            on_build(fraction)
+
         def build_and_save() -> str:
             graph = build_graph(
                 vectors,
@@ -185,13 +197,19 @@ async def _build_and_upload(
                 spec.m,
                 spec.ef_construction,
                 num_threads=num_threads,
-                progress=on_build,
+                progress=progress,
             )
             HnswGraph(graph, spec.metric).save(path)
             del graph
             return _sha256_file(path)
 
-        digest = await asyncio.to_thread(build_and_save)
+        try:
+            digest = await asyncio.to_thread(build_and_save)
+        except asyncio.CancelledError:
+            # the thread cannot be interrupted: it stops at its next chunk, so a stopping
+            # process is not held up for the rest of the build
+            cancelled.set()
+            raise
         report("upload", 0.0)
         name = f"hnsw-{digest[:16]}.bin"
         data = await asyncio.to_thread(path.read_bytes)

@@ -26,7 +26,8 @@ from cluster.streaming.search import Metric
 from woodpecker.errors import InvalidArgument
 
 ENGINE = f"hnswlib {getattr(hnswlib, '__version__', '0.8')}"
-BUILD_CHUNKS = 20  # add_items calls per build (progress granularity)
+BUILD_CHUNKS = 20  # add_items calls per build at least (progress granularity)
+BUILD_CHUNK_ROWS = 10_000  # at most per call: a cancelled build stops within one chunk
 
 
 class ShortResult(RuntimeError):
@@ -72,12 +73,14 @@ def build_graph(
     progress: Callable[[float], None] | None = None,
 ) -> hnswlib.Index:
     """An hnswlib index over ``vectors`` (labels = row numbers). Runs for seconds to minutes:
-    call it in a worker thread. ``progress(fraction)`` is called after each of ~20 chunks."""
+    call it in a worker thread. ``progress(fraction)`` is called after each chunk (at least 20,
+    at most :data:`BUILD_CHUNK_ROWS` rows each); an exception it raises stops the build there,
+    which is how a cancelled build ends early."""
     n, dim = vectors.shape
     data = normalized(vectors) if metric is Metric.COSINE else vectors
     index = hnswlib.Index(space=space_of(metric), dim=dim)
     index.init_index(max_elements=max(n, 1), ef_construction=ef_construction, M=m, random_seed=seed)
-    step = max(1, -(-n // BUILD_CHUNKS))
+    step = max(1, min(-(-n // BUILD_CHUNKS), BUILD_CHUNK_ROWS))
     for start in range(0, n, step):
         stop = min(n, start + step)
         index.add_items(data[start:stop], np.arange(start, stop), num_threads=num_threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -240,3 +241,31 @@ def test_vector_matrix_checks_types() -> None:
         vector_matrix(ok, 4)
     with pytest.raises(InvalidArgument):
         vector_matrix(pa.array([1, 2]))
+
+
+async def test_a_cancelled_build_stops_its_thread_at_the_next_chunk(store: Metered) -> None:
+    """The hnswlib thread cannot be interrupted; a cancelled build makes it stop at its next
+    chunk instead of running to the end (a stopping node is not held up by it)."""
+    x, _ = clustered_vectors(40_000, 1, dim=16, clusters=30, seed=5)
+    big = await write_segment(store, ROOT, 1, 2, 4, segment_table(x), channel="ch", pk_field="id")
+    fractions: list[float] = []
+    first_chunk = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage == "build":
+            fractions.append(fraction)
+            loop.call_soon_threadsafe(first_chunk.set)
+        elif stage == "upload":
+            fractions.append(-1.0)
+
+    task = asyncio.create_task(build_index(store, ROOT, big, spec(), progress=progress))
+    await first_chunk.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    seen = len(fractions)
+    await asyncio.sleep(1.0)  # a thread still building would report more chunks meanwhile
+    assert len(fractions) <= seen + 1, fractions
+    assert fractions[-1] < 0.5 and -1.0 not in fractions
+    assert not [o async for o in store.list("") if "hnsw-" in o.key]
