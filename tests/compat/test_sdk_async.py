@@ -1,6 +1,6 @@
-"""``sdk.AsyncClient`` against a real ``canopy standalone``: 100 concurrent searches and inserts
-on one client give correct results, and Session consistency lets a read see the client's own
-write without naming a level."""
+"""``sdk.AsyncClient`` against a real ``canopy standalone``: 100 concurrent searches and 100
+concurrent inserts on one client give correct results, and Session consistency lets a read see
+the client's own write without naming a level."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sdk
 
 DIM = 8
 BASE = 200  # rows present before the concurrent phase
+OPS = 100  # concurrent inserts, and as many concurrent searches
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +50,17 @@ async def test_concurrent_searches_and_inserts(standalone: StandaloneProcess) ->
         async def search(i: int) -> list:
             return await client.search("conc", [_vec(i)], limit=1)
 
-        tasks = [insert(b) for b in range(50)] + [search(i) for i in range(50)]
+        tasks = [insert(b) for b in range(OPS)] + [search(i) for i in range(OPS)]
         results = await asyncio.gather(*tasks)
 
-        for b, res in enumerate(results[:50]):
+        for b, res in enumerate(results[:OPS]):
             assert res["insert_count"] == 10
             assert res["ids"] == list(range(1000 + b * 10, 1000 + b * 10 + 10))
-        for i, res in enumerate(results[50:]):
+        for i, res in enumerate(results[OPS:]):
             assert res[0][0]["id"] == i and res[0][0]["distance"] == pytest.approx(0.0)
 
-        rows = await client.query("conc", "id >= 1000", output_fields=["id"], limit=1000)
-        assert sorted(r["id"] for r in rows) == list(range(1000, 1500))
+        rows = await client.query("conc", "id >= 1000", output_fields=["id"], limit=OPS * 10)
+        assert sorted(r["id"] for r in rows) == list(range(1000, 1000 + OPS * 10))
         await client.drop_collection("conc")
 
 
