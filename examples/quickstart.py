@@ -77,8 +77,8 @@ def read(client: Client, name: str) -> None:
 
 def watch(client: Client, name: str) -> None:
     """The first three changes of the collection: every change with a timestamp above its
-    creation (``since=0`` asks for all the WAL still holds, which fails with FeedTruncated
-    once the server truncated the WAL)."""
+    creation (``since=0`` means the same; either fails with FeedTruncated once the server
+    truncated the WAL past the collection's first changes)."""
     created = client.describe_collection(name)["created_timestamp"]
     feed = client.watch(name, since=created)
     for _, change in zip(range(3), feed, strict=False):

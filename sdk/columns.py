@@ -306,16 +306,8 @@ def _json_bytes(name: str, values: list) -> list[bytes]:
         raise InvalidArgument(f"field {name!r}: value is not JSON serializable: {e}") from e
 
 
-_ARRAY_ELEM = {
-    D.BOOL: "bool_data",
-    D.INT8: "int_data",
-    D.INT16: "int_data",
-    D.INT32: "int_data",
-    D.INT64: "long_data",
-    D.FLOAT: "float_data",
-    D.DOUBLE: "double_data",
-    D.VARCHAR: "string_data",
-}
+# ARRAY elements: the scalar slots, without JSON and nested ARRAY
+_ARRAY_ELEM = {t: attr for t, attr in _SCALAR_ATTR.items() if t not in (D.JSON, D.ARRAY)}
 
 
 def _encode_array(arr: schema_pb2.ArrayArray, f: FieldInfo, values: list) -> None:
